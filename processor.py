@@ -1,0 +1,768 @@
+"""Process a batch of transaction CSV files concurrently and report their statistics.
+
+Usage: python processor.py [--max-concurrent N] [--delay SECONDS] [--json] FILE_OR_DIR ...
+
+Up to three files are read at a time (asyncio, one thread); a spinner and a progress line
+keep the user company on stderr, and the report goes to stdout:
+
+    $ python processor.py sample_data/*.csv
+    Processing 6 files, up to 3 at a time (Ctrl-C to stop)
+    Processed 2 of 6 files (33%) | finished: sample_data/transactions_001.csv, ... | about 4 s left
+    ...
+
+Sections, in reading order (each starts with a `# --- Name ---` comment):
+    The data model     what one file's result holds, and the small values behind it
+    Checking rows      pure functions: is the header usable, is a row valid, and why not
+    Tallying a file    folding valid rows into exact totals, and the final statistics
+    Processing a file  process_file: read, check and tally one file, yielding every 100 rows
+    The spinner        show_spinner, and the one stderr line it shares with the monitor
+    The monitor        monitor_progress: a progress line every 2 seconds
+    The coordinator    process_batch: the semaphore, gather, and cleanup in finally
+    The report         the human report, the JSON, and the exit status
+    The command line   parsing arguments, and main
+"""
+
+import argparse
+import asyncio
+import csv
+import glob
+import itertools
+import json
+import math
+import os
+import re
+import stat
+import sys
+import time
+from collections import Counter
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN
+from fractions import Fraction
+from typing import Iterator, NamedTuple, TextIO, TypedDict
+
+REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
+ROWS_PER_YIELD = 100
+MAX_ROW_ERRORS = 100
+SPINNER_FRAMES = "\\|/-"
+SPINNER_INTERVAL_S = 0.1
+MONITOR_INTERVAL_S = 2.0
+MONITOR_POLL_S = 0.1
+REPORT_ROW_ERRORS = 5
+
+EXIT_OK = 0
+EXIT_FILE_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a program stopped by Ctrl-C
+
+# Decimal's default context keeps 28 significant digits, so a long enough sum would be rounded.
+# In this one no sum of amounts can outgrow the precision, so adding is always exact.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+CENTS = Decimal("0.01")
+
+PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+# --- The data model ---
+
+class RowError(TypedDict):
+    line: int
+    reason: str
+
+
+class DateRange(TypedDict):
+    earliest: str | None
+    latest: str | None
+
+
+class FileResult(TypedDict):
+    """One file's result: every key is always present (see the contract)."""
+    filename: str
+    status: str  # "completed", "error" or "cancelled"
+    total_transactions: int
+    total_amount: float
+    total_amount_exact: str  # the same sum as plain decimal text, nothing rounded
+    average_transaction: float
+    top_category: str | None
+    date_range: DateRange
+    processing_time: float
+    invalid_rows: int
+    row_errors: list[RowError]
+    error: str | None
+
+
+class BatchSummary(TypedDict):
+    total_files: int
+    completed_files: int
+    failed_files: int
+    cancelled_files: int
+    total_transactions: int
+    total_amount: float
+    total_amount_exact: str
+    invalid_rows: int
+    elapsed: float
+    total_processing_time: float  # the files' times added up: the batch run one file after another
+
+
+class BatchResult(TypedDict):
+    results: dict[str, FileResult]
+    summary: BatchSummary
+
+
+class Columns(NamedTuple):
+    """The header's column names, and where each required column sits in a row."""
+    names: tuple[str, ...]
+    positions: tuple[int, ...]  # in the order of REQUIRED_COLUMNS
+
+
+class Transaction(NamedTuple):
+    amount: Decimal
+    date: str
+    category: str
+
+
+class Record(NamedTuple):
+    """One CSV record and the physical line it starts on; parse_error is set if it was unreadable."""
+    line: int
+    fields: list[str]
+    parse_error: str | None
+
+
+class FileProblem(Exception):
+    """A problem that stops a whole file from being processed: its result gets status "error"."""
+
+
+# --- Checking rows ---
+
+def is_blank(fields: list[str]) -> bool:
+    """Whether a record holds nothing but empty or whitespace fields (a blank line, `,,,,`)."""
+    return all(not value.strip() for value in fields)
+
+
+def is_undecodable(text: str) -> bool:
+    """Whether text holds bytes that were not valid UTF-8.
+
+    Files are read with errors="surrogateescape", which keeps each bad byte as a lone surrogate
+    character; those are the only characters that cannot be encoded back to UTF-8.
+    """
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def is_plain_decimal(text: str) -> bool:
+    """Whether text is an amount in plain notation: `12`, `-3.00`, `.5`, `4.` (no `$`, `,` or `1e3`)."""
+    return PLAIN_DECIMAL.fullmatch(text) is not None
+
+
+def is_calendar_date(text: str) -> bool:
+    """Whether text is YYYY-MM-DD in ASCII digits and a day that exists."""
+    if ISO_DATE.fullmatch(text) is None:
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def shorten(value: str, limit: int = 40) -> str:
+    """Quote a field's value for an error message, cut short if it is long."""
+    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+
+
+def find_columns(header: list[str]) -> Columns:
+    """Return where each required column sits; raise FileProblem if the header is unusable.
+
+    Names are matched stripped and case-insensitively; extra columns are allowed. If a name
+    appears twice, its first column is used.
+    """
+    names = tuple(name.strip() for name in header)
+    if any(is_undecodable(name) for name in names):
+        raise FileProblem("Header is not valid UTF-8")
+    positions: dict[str, int] = {}
+    for index, name in enumerate(names):
+        positions.setdefault(name.lower(), index)
+    missing = [column for column in REQUIRED_COLUMNS if column not in positions]
+    if missing:
+        raise FileProblem(f"Header lacks required column(s): {', '.join(missing)}")
+    return Columns(names, tuple(positions[column] for column in REQUIRED_COLUMNS))
+
+
+def check_row(fields: list[str], columns: Columns) -> Transaction | str:
+    """Return the row as a Transaction, or the reason it is rejected, naming the field(s)."""
+    if len(fields) != len(columns.names):
+        return f"has {len(fields)} fields, the header has {len(columns.names)}"
+    undecodable = [columns.names[i] or f"column {i + 1}"
+                   for i, value in enumerate(fields) if is_undecodable(value)]
+    if undecodable:
+        return f"{', '.join(undecodable)}: not valid UTF-8"
+    values = dict(zip(REQUIRED_COLUMNS, (fields[i].strip() for i in columns.positions)))
+    problems = [f"{name} is empty" for name, value in values.items() if not value]
+    amount, day = values["amount"], values["date"]
+    if amount and not is_plain_decimal(amount):
+        problems.append(f"amount {shorten(amount)} is not a plain decimal number")
+    if day and not is_calendar_date(day):
+        problems.append(f"date {shorten(day)} is not a real YYYY-MM-DD date")
+    if problems:
+        return "; ".join(problems)
+    return Transaction(Decimal(amount), day, values["category"])
+
+
+# --- Tallying a file ---
+
+@dataclass
+class FileTally:
+    """The running statistics of one file, built up one record at a time."""
+    count: int = 0
+    total: Decimal = Decimal(0)
+    categories: Counter[str] = field(default_factory=Counter)
+    earliest: str | None = None
+    latest: str | None = None
+    invalid_rows: int = 0
+    row_errors: list[RowError] = field(default_factory=list)
+
+    def add(self, transaction: Transaction) -> None:
+        self.count += 1
+        self.total = EXACT.add(self.total, transaction.amount)
+        self.categories[transaction.category] += 1
+        # ISO dates sort as text, so the range needs no date arithmetic.
+        if self.earliest is None or transaction.date < self.earliest:
+            self.earliest = transaction.date
+        if self.latest is None or transaction.date > self.latest:
+            self.latest = transaction.date
+
+    def reject(self, line: int, reason: str) -> None:
+        self.invalid_rows += 1
+        if len(self.row_errors) < MAX_ROW_ERRORS:
+            self.row_errors.append({"line": line, "reason": reason})
+
+    def fold(self, record: Record, columns: Columns) -> None:
+        """Count a data record as valid, rejected or (when blank) not at all."""
+        if record.parse_error is not None:
+            self.reject(record.line, f"cannot be read as CSV: {record.parse_error}")
+        elif not is_blank(record.fields):
+            checked = check_row(record.fields, columns)
+            if isinstance(checked, str):
+                self.reject(record.line, checked)
+            else:
+                self.add(checked)
+
+
+def top_category(categories: Counter[str]) -> str | None:
+    """Return the most frequent category; a tie goes to the smallest name, none to None."""
+    return min(categories, key=lambda name: (-categories[name], name), default=None)
+
+
+def blank_result(filename: str, status: str, *, error: str | None = None,
+                 seconds: float = 0.0) -> FileResult:
+    """Return a result with no statistics: for a file that failed or never finished."""
+    return {
+        "filename": filename, "status": status,
+        "total_transactions": 0, "total_amount": 0.0, "total_amount_exact": "0",
+        "average_transaction": 0.0, "top_category": None,
+        "date_range": {"earliest": None, "latest": None},
+        "processing_time": seconds, "invalid_rows": 0, "row_errors": [], "error": error,
+    }
+
+
+def completed_result(filename: str, tally: FileTally, seconds: float) -> FileResult:
+    """Return the result of a file read to its end."""
+    # Fraction keeps the average exact until the one rounding into a float.
+    average = float(Fraction(tally.total) / tally.count) if tally.count else 0.0
+    return {
+        "filename": filename, "status": "completed",
+        "total_transactions": tally.count,
+        "total_amount": float(tally.total),
+        "total_amount_exact": f"{tally.total:f}",
+        "average_transaction": average,
+        "top_category": top_category(tally.categories),
+        "date_range": {"earliest": tally.earliest, "latest": tally.latest},
+        "processing_time": seconds,
+        "invalid_rows": tally.invalid_rows,
+        "row_errors": tally.row_errors,
+        "error": None,
+    }
+
+
+# --- Processing a file ---
+
+# How many bytes of each file process_file has read, for the monitor's estimate of the time left.
+# It travels in a context variable, not a parameter, so that process_file keeps the contract's
+# signature and a test can wrap it freely: process_batch sets a fresh dict here, and every task
+# it starts inherits a copy of its context, so all of them see that same dict. Outside a batch,
+# process_file writes to a dict that nobody reads.
+bytes_read_board: ContextVar[dict[str, int]] = ContextVar("bytes_read_board")
+
+
+def check_regular_file(filename: str) -> None:
+    """Raise FileProblem unless filename is a regular file, so a FIFO or device is never opened."""
+    mode = os.stat(filename).st_mode
+    if stat.S_ISDIR(mode):
+        raise FileProblem("Is a directory")
+    if not stat.S_ISREG(mode):
+        raise FileProblem("Not a regular file (a FIFO, socket or device)")
+
+
+def read_records(file: TextIO) -> Iterator[Record]:
+    """Yield each CSV record with the physical line it starts on.
+
+    A record the csv module cannot parse comes with parse_error set, and reading goes on
+    at the next line.
+    """
+    reader = csv.reader(file)
+    while True:
+        line = reader.line_num + 1  # line_num counts the physical lines read so far
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield Record(line, [], str(error))
+        else:
+            yield Record(line, fields, None)
+
+
+def read_header(records: Iterator[Record]) -> Columns:
+    """Consume records up to the first non-blank one, the header, and return its columns."""
+    for record in records:
+        if record.parse_error is not None:
+            raise FileProblem(f"Header cannot be read as CSV: {record.parse_error}")
+        if not is_blank(record.fields):
+            return find_columns(record.fields)
+    raise FileProblem("Empty file: no header row")
+
+
+async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
+    """Return one CSV file's statistics.
+
+    Never raises for a file-level problem (missing, not a regular file, unreadable, empty,
+    bad header): that gives status "error" and a one-line reason. Rejected rows are counted
+    and listed with their line numbers; they never stop the file.
+    """
+    started = time.perf_counter()
+    bytes_read = bytes_read_board.get({})
+    try:
+        check_regular_file(filename)
+        # The file is streamed, never read whole. A bad byte must not end the file, only its row:
+        # surrogateescape keeps it as a marker that check_row finds.
+        with open(filename, encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
+            records = read_records(file)
+            columns = read_header(records)
+            tally = FileTally()
+            for count, record in enumerate(records, start=1):
+                tally.fold(record, columns)
+                if count % ROWS_PER_YIELD == 0:
+                    bytes_read[filename] = file.buffer.tell()
+                    # Tasks only take turns at an await. Without this one a long file would
+                    # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
+                    await asyncio.sleep(delay)
+    except OSError as error:
+        return blank_result(filename, "error", error=error.strerror or str(error),
+                            seconds=time.perf_counter() - started)
+    except FileProblem as problem:
+        return blank_result(filename, "error", error=str(problem),
+                            seconds=time.perf_counter() - started)
+    return completed_result(filename, tally, time.perf_counter() - started)
+
+
+# --- The spinner ---
+
+class StatusLine:
+    """The line of stderr that the spinner redraws in place; anyone else clears it before printing."""
+
+    def __init__(self) -> None:
+        self.width = 0
+
+    def draw(self, text: str) -> None:
+        sys.stderr.write("\r" + text)
+        sys.stderr.flush()
+        self.width = len(text)
+
+    def clear(self) -> None:
+        if self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            sys.stderr.flush()
+            self.width = 0
+
+    def print(self, text: str) -> None:
+        """Write a whole line to stderr without garbling the spinner's line."""
+        self.clear()
+        print(text, file=sys.stderr, flush=True)
+
+
+status_line = StatusLine()
+
+
+async def show_spinner(message: str) -> None:
+    """Spin `\\ | / -` before message on stderr until cancelled, then erase the line.
+
+    Off a terminal (a log, a pipe) it draws nothing at all and just waits to be cancelled.
+    """
+    if not sys.stderr.isatty():
+        await asyncio.Event().wait()  # never set: only the cancel ends this wait
+    try:
+        for frame in itertools.cycle(SPINNER_FRAMES):
+            status_line.draw(f"{frame} {message}")
+            await asyncio.sleep(SPINNER_INTERVAL_S)
+    finally:
+        # The cancel arrives at the sleep above; erasing here leaves a clean line even after Ctrl-C.
+        status_line.clear()
+
+
+# --- The monitor ---
+
+def file_size(filename: str) -> int:
+    """Return the file's size in bytes, or 0 if it cannot be seen (its result will say why)."""
+    try:
+        return os.stat(filename).st_size
+    except OSError:
+        return 0
+
+
+def estimate_seconds_left(elapsed: float, bytes_done: int, bytes_total: int) -> float | None:
+    """Return the time left if the rest goes as fast as what is done, or None before any progress."""
+    if bytes_done <= 0 or elapsed <= 0:
+        return None
+    return elapsed * max(bytes_total - bytes_done, 0) / bytes_done
+
+
+def format_progress(done: int, total: int, newly_finished: list[str],
+                    seconds_left: float | None) -> str:
+    """Return the monitor's line: `Processed 3 of 7 files (43%) | finished: a.csv | about 4 s left`."""
+    percent = round(100 * done / total) if total else 100
+    if done < total:
+        percent = min(percent, 99)
+    parts = [f"Processed {done} of {total} files ({percent}%)"]
+    if newly_finished:
+        parts.append("finished: " + ", ".join(newly_finished))
+    if done < total:
+        parts.append("estimating time left" if seconds_left is None
+                     else f"about {max(1, round(seconds_left))} s left")
+    return " | ".join(parts)
+
+
+async def monitor_progress(filenames: list[str], results: dict[str, FileResult]) -> None:
+    """Print a progress line on stderr every 2 seconds, and a last one once every file has a result.
+
+    Returns after that last line. The time left is estimated from the bytes read so far.
+    """
+    names = list(dict.fromkeys(filenames))
+    sizes = {name: file_size(name) for name in names}
+    bytes_read = bytes_read_board.get({})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    next_line_at = started + MONITOR_INTERVAL_S
+    reported: set[str] = set()
+    while True:
+        # No lock is needed around results: every task runs on this one thread and can only
+        # be interrupted at an await, and there is none between reading results and printing.
+        finished = [name for name in names if name in results]
+        all_done = len(finished) == len(names)
+        if all_done or loop.time() >= next_line_at:
+            newly_finished = [name for name in finished if name not in reported]
+            reported.update(newly_finished)
+            bytes_done = sum(sizes[name] if name in results else bytes_read.get(name, 0)
+                             for name in names)
+            seconds_left = estimate_seconds_left(loop.time() - started, bytes_done,
+                                                 sum(sizes.values()))
+            status_line.print(format_progress(len(finished), len(names), newly_finished,
+                                              seconds_left))
+            next_line_at += MONITOR_INTERVAL_S
+        if all_done:
+            return
+        # Checking often (but printing every 2 s) lets the last line come as soon as the last file is done.
+        await asyncio.sleep(MONITOR_POLL_S)
+
+
+# --- The coordinator ---
+
+async def process_in_slot(filename: str, semaphore: asyncio.Semaphore,
+                          results: dict[str, FileResult], delay: float) -> None:
+    """Process one file once the semaphore has a free slot, and record its result."""
+    # Every file's task starts at once, but only max_concurrent of them get past this line at a
+    # time; the rest wait here, holding nothing, until a file finishes and frees its slot.
+    async with semaphore:
+        try:
+            result = await process_file(filename, delay=delay)
+        except Exception as error:
+            # process_file reports file problems itself, so this is a bug; one file's bug must
+            # not take the other files' results down with it.
+            result = blank_result(filename, "error", error=f"unexpected {type(error).__name__}: {error}")
+    results[filename] = result
+
+
+async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay: float = 0.1,
+                        results: dict[str, FileResult] | None = None) -> BatchResult:
+    """Return each file's result, in input order, and a summary of the batch.
+
+    A name listed twice is processed once. At most max_concurrent files are processed at any
+    moment. Pass `results` to have it filled as files finish: if the batch is cancelled, it
+    still holds what finished (summarize_batch reports the rest as cancelled).
+    """
+    if max_concurrent < 1:
+        raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
+    names = list(dict.fromkeys(filenames))
+    results = {} if results is None else results
+    semaphore = asyncio.Semaphore(max_concurrent)
+    board = bytes_read_board.set({})
+    started = time.perf_counter()
+    # The loop keeps only weak references to tasks: these two variables keep them alive.
+    spinner = asyncio.create_task(show_spinner(f"Processing {len(names)} files"))
+    monitor = asyncio.create_task(monitor_progress(names, results))
+    try:
+        # gather, not a TaskGroup: process_in_slot turns failures into results, and a TaskGroup
+        # would cancel every other file as soon as one raised.
+        await asyncio.gather(*(process_in_slot(name, semaphore, results, delay) for name in names))
+        await monitor
+    finally:
+        # This runs whether the files finished, something raised, or the batch was cancelled
+        # (on Python 3.11+ Ctrl-C cancels the main task). Left running, the spinner would draw
+        # over the report; awaiting both makes sure the spinner has erased its line.
+        spinner.cancel()
+        monitor.cancel()
+        await asyncio.gather(spinner, monitor, return_exceptions=True)
+        bytes_read_board.reset(board)
+    return summarize_batch(names, results, time.perf_counter() - started)
+
+
+def summarize_batch(filenames: list[str], results: dict[str, FileResult],
+                    elapsed: float) -> BatchResult:
+    """Return the results in input order, a file with no result reported as cancelled, and the totals."""
+    ordered = {name: results.get(name) or blank_result(name, "cancelled")
+               for name in dict.fromkeys(filenames)}
+    statuses = Counter(result["status"] for result in ordered.values())
+    total = Decimal(0)
+    for result in ordered.values():
+        total = EXACT.add(total, Decimal(result["total_amount_exact"]))
+    return {
+        "results": ordered,
+        "summary": {
+            "total_files": len(ordered),
+            "completed_files": statuses["completed"],
+            "failed_files": statuses["error"],
+            "cancelled_files": statuses["cancelled"],
+            "total_transactions": sum(r["total_transactions"] for r in ordered.values()),
+            "total_amount": float(total),
+            "total_amount_exact": f"{total:f}",
+            "invalid_rows": sum(r["invalid_rows"] for r in ordered.values()),
+            "elapsed": elapsed,
+            "total_processing_time": sum(r["processing_time"] for r in ordered.values()),
+        },
+    }
+
+
+# --- The report ---
+
+def format_amount(text: str) -> str:
+    """Return an exact amount with thousands separators and at least two decimals, never rounded."""
+    value = Decimal(text)
+    if value == EXACT.quantize(value, CENTS):
+        return f"{value:,.2f}"
+    return f"{value:,f}"
+
+
+def format_table(header: list[str], rows: list[list[str]], right_aligned: set[int]) -> list[str]:
+    """Return the rows as lines of aligned columns, under the header and a rule."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.rjust(width) if i in right_aligned else cell.ljust(width)
+                         for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(header), line(["-" * width for width in widths]), *map(line, rows)]
+
+
+def file_row(result: FileResult) -> list[str]:
+    """Return one file's cells of the report's table."""
+    seconds = f"{result['processing_time']:.2f}"
+    if result["status"] != "completed":
+        return [result["filename"], result["status"], "-", "-", "-", "-", "-", "-", seconds]
+    dates = result["date_range"]
+    return [
+        result["filename"], result["status"],
+        f"{result['total_transactions']:,}", f"{result['invalid_rows']:,}",
+        format_amount(result["total_amount_exact"]), f"{result['average_transaction']:,.2f}",
+        result["top_category"] or "-",
+        f"{dates['earliest']} to {dates['latest']}" if dates["earliest"] else "-",
+        seconds,
+    ]
+
+
+def format_rejections(result: FileResult) -> list[str]:
+    """Return the first few rejected rows of a file, with line and reason, then how many more."""
+    shown = result["row_errors"][:REPORT_ROW_ERRORS]
+    lines = [f"Rejected rows in {result['filename']} ({result['invalid_rows']:,}):"]
+    lines += [f"  line {error['line']}: {error['reason']}" for error in shown]
+    if result["invalid_rows"] > len(shown):
+        lines.append(f"  and {result['invalid_rows'] - len(shown):,} more")
+    return lines
+
+
+def format_report(batch: BatchResult) -> str:
+    """Return the report: a table of the files, their rejected rows and errors, then the totals."""
+    results = list(batch["results"].values())
+    summary = batch["summary"]
+    header = ["File", "Status", "Valid", "Rejected", "Total", "Average", "Top category",
+              "Dates", "Seconds"]
+    lines = format_table(header, [file_row(result) for result in results], {2, 3, 4, 5, 8})
+    for result in results:
+        if result["invalid_rows"]:
+            lines += ["", *format_rejections(result)]
+    errors = [f"  {result['filename']}: {result['error']}" for result in results if result["error"]]
+    if errors:
+        lines += ["", "Errors:", *errors]
+    counts = f"{summary['completed_files']} completed, {summary['failed_files']} failed"
+    if summary["cancelled_files"]:
+        counts += f", {summary['cancelled_files']} cancelled"
+    lines += [
+        "",
+        f"Batch: {summary['total_files']} files ({counts}) | "
+        f"{summary['total_transactions']:,} transactions | "
+        f"total {format_amount(summary['total_amount_exact'])} | "
+        f"{summary['invalid_rows']:,} rows rejected",
+        format_speedup(summary["elapsed"], summary["total_processing_time"]),
+    ]
+    return "\n".join(lines)
+
+
+def format_speedup(elapsed: float, total_processing_time: float) -> str:
+    """Return the elapsed time, and how much faster it was than the files one after another."""
+    text = f"Elapsed {elapsed:.2f} s; one after another the files took {total_processing_time:.2f} s"
+    if elapsed > 0:
+        text += f", so running them concurrently was {total_processing_time / elapsed:.1f}x faster"
+    return text + "."
+
+
+def format_json(batch: BatchResult) -> str:
+    """Return the batch as JSON: every result and the summary, amounts unrounded."""
+    return json.dumps(batch, indent=2)
+
+
+def exit_code(batch: BatchResult, interrupted: bool) -> int:
+    """Return the exit status: 130 after Ctrl-C, else 1 if any file failed, else 0."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if any(result["status"] != "completed" for result in batch["results"].values()):
+        return EXIT_FILE_ERROR
+    return EXIT_OK
+
+
+# --- The command line ---
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
+    return value
+
+
+EPILOG = """\
+A valid row has every required column (transaction_id, customer_id, amount, date,
+category: any order, any case, extra columns ignored), as many fields as the header,
+non-empty ids and category, an amount in plain decimal notation (12, -3.00, .5; no $,
+thousands separators or exponents) and a real YYYY-MM-DD date. Other rows are rejected,
+listed with their line number and reason, and left out of every figure. Amounts are
+summed exactly.
+
+Progress (spinner, a line every 2 s) goes to stderr; the report or JSON to stdout.
+
+exit status:
+  0    every file completed (some rows may have been rejected)
+  1    at least one file could not be processed (missing, unreadable, empty, bad header)
+  2    usage error: no files, or a bad option value
+  130  interrupted by Ctrl-C: the files that finished are reported, the rest named
+
+example:
+  python processor.py sample_data/*.csv
+  python processor.py --json --delay 0 sample_data | jq .summary
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="processor.py",
+        description="Compute transaction statistics for a batch of CSV files, "
+                    "several files at a time.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="*", metavar="FILE_OR_DIR",
+                        help="CSV files to process; a directory means the *.csv files directly "
+                             "inside it, sorted by name")
+    parser.add_argument("--max-concurrent", type=positive_int, default=3, metavar="N",
+                        help="process at most N files at a time (default: %(default)s)")
+    parser.add_argument("--delay", type=seconds, default=0.1, metavar="SECONDS",
+                        help="simulated I/O pause after every 100 rows; 0 runs at full speed "
+                             "(default: %(default)s)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the results as JSON instead of the report (default: off)")
+    return parser
+
+
+def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
+    """Return the files to process, a directory replaced by its *.csv files, and the empty directories."""
+    filenames: list[str] = []
+    empty_directories: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(name for name in glob.glob(os.path.join(glob.escape(path), "*.csv"))
+                           if not os.path.isdir(name))
+            filenames += found
+            if not found:
+                empty_directories.append(path)
+        else:
+            filenames.append(path)
+    return filenames, empty_directories
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.paths:
+        parser.error("no files given")
+    filenames, empty_directories = expand_paths(args.paths)
+    for directory in empty_directories:
+        print(f"processor.py: no *.csv files in {directory}", file=sys.stderr)
+    if not filenames:
+        parser.error("no CSV files to process")
+    format_output = format_json if args.json else format_report
+    results: dict[str, FileResult] = {}
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        print(f"Processing {len(dict.fromkeys(filenames))} files, up to {args.max_concurrent} "
+              "at a time (Ctrl-C to stop)", file=sys.stderr)
+        batch = asyncio.run(process_batch(filenames, max_concurrent=args.max_concurrent,
+                                          delay=args.delay, results=results))
+    except KeyboardInterrupt:
+        interrupted = True
+        batch = summarize_batch(filenames, results, time.perf_counter() - started)
+    print(format_output(batch))
+    if interrupted:
+        unfinished = [name for name, result in batch["results"].items()
+                      if result["status"] == "cancelled"]
+        print("Interrupted: " + (f"not finished: {', '.join(unfinished)}" if unfinished
+                                 else "every file had finished"), file=sys.stderr)
+    return exit_code(batch, interrupted)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
