@@ -358,7 +358,7 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
             for count, record in enumerate(records, start=1):
                 tally.fold(record, columns)
                 if count % ROWS_PER_YIELD == 0:
-                    bytes_read[filename] = file.buffer.tell()
+                    bytes_read[filename] = os.lseek(file.fileno(), 0, os.SEEK_CUR)
                     # Tasks only take turns at an await. Without this one a long file would
                     # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
                     await asyncio.sleep(delay)
