@@ -519,6 +519,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         # gather, not a TaskGroup: process_in_slot turns failures into results, and a TaskGroup
         # would cancel every other file as soon as one raised.
         await asyncio.gather(*(process_in_slot(name, semaphore, results, delay) for name in names))
+        elapsed = time.perf_counter() - started
         await monitor
     finally:
         # This runs whether the files finished, something raised, or the batch was cancelled
@@ -528,7 +529,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         monitor.cancel()
         await asyncio.gather(spinner, monitor, return_exceptions=True)
         bytes_read_board.reset(board)
-    return summarize_batch(names, results, time.perf_counter() - started)
+    return summarize_batch(names, results, elapsed)
 
 
 def summarize_batch(filenames: list[str], results: dict[str, FileResult],
@@ -580,7 +581,7 @@ def format_table(header: list[str], rows: list[list[str]], right_aligned: set[in
 
 def file_row(result: FileResult) -> list[str]:
     """Return one file's cells of the report's table."""
-    seconds = f"{result['processing_time']:.2f}"
+    seconds = "-" if result["status"] == "cancelled" else f"{result['processing_time']:.2f}"
     if result["status"] != "completed":
         return [result["filename"], result["status"], "-", "-", "-", "-", "-", "-", seconds]
     dates = result["date_range"]
