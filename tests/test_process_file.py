@@ -1,0 +1,334 @@
+"""process_file on real files: statistics by hand, file-level errors, line numbers, yielding."""
+import asyncio
+import os
+import signal
+
+import pytest
+
+import processor
+from processor import process_file
+
+HEADER = "transaction_id,customer_id,amount,date,category\n"
+RESULT_KEYS = {"filename", "status", "total_transactions", "total_amount", "average_transaction",
+               "top_category", "date_range", "processing_time", "invalid_rows", "row_errors", "error"}
+
+
+def rows_of(count: int, amount: str = "1.00", day: str = "2024-01-01") -> str:
+    return "".join(f"T{n},C{n},{amount},{day},dining\n" for n in range(count))
+
+
+# --- Statistics ---
+
+@pytest.mark.asyncio
+async def test_small_file_statistics_match_the_hand_computed_figures(write_csv):
+    path = write_csv("small.csv", HEADER
+                     + "T1,C1,12.50,2024-03-05,dining\n"
+                     + "T2,C2,7.25,2024-01-20,groceries\n"
+                     + "T3,C1,0.25,2024-03-01,dining\n"
+                     + "T4,C3,-5.00,2024-02-10,groceries\n"
+                     + "T5,C4,4.00,2024-02-11,fuel\n")
+
+    result = await process_file(path, delay=0)
+
+    assert RESULT_KEYS <= set(result)
+    assert result["filename"] == path
+    assert result["status"] == "completed"
+    assert result["total_transactions"] == 5
+    assert result["total_amount"] == 19.0  # 12.50 + 7.25 + 0.25 - 5.00 + 4.00
+    assert result["total_amount_exact"] == "19.00"
+    assert result["average_transaction"] == 3.8  # 19.00 / 5
+    assert result["top_category"] == "dining"  # dining 2, groceries 2: tie to the smaller name
+    assert result["date_range"] == {"earliest": "2024-01-20", "latest": "2024-03-05"}
+    assert (result["invalid_rows"], result["row_errors"], result["error"]) == (0, [], None)
+    assert isinstance(result["processing_time"], float) and result["processing_time"] >= 0
+
+
+@pytest.mark.asyncio
+async def test_ten_thousand_dimes_total_exactly_one_thousand(write_csv):
+    # Summed as floats these would come to 1000.0000000001588.
+    path = write_csv("dimes.csv", HEADER + rows_of(10_000, amount="0.10"))
+
+    result = await process_file(path, delay=0)
+
+    assert result["total_amount"] == 1000.0
+    assert result["total_amount_exact"] == "1000.00"
+    assert result["average_transaction"] == 0.1
+
+
+@pytest.mark.asyncio
+async def test_sums_beyond_28_significant_digits_are_not_rounded(write_csv):
+    path = write_csv("huge.csv", HEADER
+                     + "T1,C1,12345678901234567890123456789.01,2024-01-01,travel\n"
+                     + "T2,C1,0.01,2024-01-02,travel\n")
+
+    result = await process_file(path, delay=0)
+
+    assert result["total_amount_exact"] == "12345678901234567890123456789.02"
+    assert result["total_amount"] == float("12345678901234567890123456789.02")
+
+
+@pytest.mark.asyncio
+async def test_average_is_the_exact_quotient_rounded_once(write_csv):
+    path = write_csv("thirds.csv", HEADER + "T1,C1,1,2024-01-01,a\nT2,C1,1,2024-01-01,a\n"
+                     + "T3,C1,2,2024-01-01,a\n")
+
+    result = await process_file(path, delay=0)
+
+    assert result["average_transaction"] == 4 / 3
+
+
+@pytest.mark.asyncio
+async def test_header_is_matched_in_any_order_and_case_with_extra_columns(write_csv):
+    path = write_csv("shuffled.csv", " Category ,AMOUNT,note,Date,customer_ID,Transaction_Id\n"
+                     "dining,2.50,first visit,2024-06-01,C1,T1\n"
+                     "fuel,40.00,,2024-06-03,C2,T2\n")
+
+    result = await process_file(path, delay=0)
+
+    assert (result["status"], result["total_transactions"]) == ("completed", 2)
+    assert result["total_amount_exact"] == "42.50"
+    assert result["date_range"] == {"earliest": "2024-06-01", "latest": "2024-06-03"}
+
+
+@pytest.mark.asyncio
+async def test_byte_order_mark_before_the_header_is_ignored(write_csv):
+    path = write_csv("bom.csv", b"\xef\xbb\xbf" + (HEADER + rows_of(2)).encode())
+
+    result = await process_file(path, delay=0)
+
+    assert (result["status"], result["total_transactions"]) == ("completed", 2)
+
+
+@pytest.mark.asyncio
+async def test_categories_are_compared_exactly_after_stripping(write_csv):
+    path = write_csv("case.csv", HEADER + "T1,C1,1,2024-01-01,Dining\n"
+                     + "T2,C1,1,2024-01-01, dining\nT3,C1,1,2024-01-01,dining \n")
+
+    result = await process_file(path, delay=0)
+
+    assert result["top_category"] == "dining"
+
+
+@pytest.mark.asyncio
+async def test_file_with_a_header_and_no_rows_completes_with_empty_statistics(write_csv):
+    path = write_csv("header-only.csv", HEADER)
+
+    result = await process_file(path, delay=0)
+
+    assert result["status"] == "completed"
+    assert (result["total_transactions"], result["total_amount"], result["average_transaction"]) == (0, 0.0, 0.0)
+    assert result["top_category"] is None
+    assert result["date_range"] == {"earliest": None, "latest": None}
+
+
+# --- File-level errors ---
+
+def assert_error_result(result: dict, path: str, reason_part: str) -> None:
+    assert RESULT_KEYS <= set(result)
+    assert result["filename"] == path
+    assert result["status"] == "error"
+    assert reason_part in result["error"]
+    assert "\n" not in result["error"]
+    assert (result["total_transactions"], result["total_amount"], result["average_transaction"]) == (0, 0.0, 0.0)
+    assert result["top_category"] is None
+    assert result["date_range"] == {"earliest": None, "latest": None}
+    assert (result["invalid_rows"], result["row_errors"]) == (0, [])
+
+
+@pytest.mark.asyncio
+async def test_missing_file_is_an_error(tmp_path):
+    path = str(tmp_path / "nowhere.csv")
+
+    assert_error_result(await process_file(path, delay=0), path, "No such file")
+
+
+@pytest.mark.asyncio
+async def test_directory_is_an_error(tmp_path):
+    assert_error_result(await process_file(str(tmp_path), delay=0), str(tmp_path), "directory")
+
+
+@pytest.mark.asyncio
+async def test_fifo_is_an_error_at_once_never_a_hang(tmp_path):
+    fifo = str(tmp_path / "pipe.csv")
+    os.mkfifo(fifo)
+
+    def hung(*_):
+        raise TimeoutError("process_file blocked on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        result = await process_file(fifo, delay=0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert_error_result(result, fifo, "regular file")
+
+
+@pytest.mark.asyncio
+async def test_unreadable_file_is_an_error(write_csv, monkeypatch):
+    path = write_csv("locked.csv", HEADER + rows_of(1))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    # chmod would not stop the root user the tests may run as; refusing open is what counts.
+    monkeypatch.setattr(processor, "open", denied, raising=False)
+
+    assert_error_result(await process_file(path, delay=0), path, "Permission denied")
+
+
+@pytest.mark.asyncio
+async def test_read_failing_mid_file_is_an_error_without_partial_figures(write_csv, monkeypatch):
+    path = write_csv("flaky.csv", HEADER + rows_of(300))
+
+    def failing_records(file):
+        for number, record in enumerate(real_read_records(file)):
+            if number == 150:
+                raise OSError(5, "Input/output error")
+            yield record
+
+    real_read_records = processor.read_records
+    monkeypatch.setattr(processor, "read_records", failing_records)
+
+    assert_error_result(await process_file(path, delay=0), path, "Input/output error")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n,,,,\r\n", b"\xef\xbb\xbf"],
+                         ids=["zero-bytes", "only-blank-lines", "only-bom"])
+async def test_file_without_a_header_row_is_an_error(write_csv, content):
+    path = write_csv("empty.csv", content)
+
+    assert_error_result(await process_file(path, delay=0), path, "Empty file")
+
+
+@pytest.mark.asyncio
+async def test_header_missing_columns_is_an_error_naming_them(write_csv):
+    path = write_csv("columns.csv", "transaction_id,customer,amount,day,category\nT1,C1,1,2024-01-01,x\n")
+
+    assert_error_result(await process_file(path, delay=0), path, "customer_id, date")
+
+
+@pytest.mark.asyncio
+async def test_undecodable_header_is_an_error(write_csv):
+    path = write_csv("latin1.csv", b"transaction_id,customer_id,amount,date,cat\xe9gorie\n")
+
+    assert_error_result(await process_file(path, delay=0), path, "UTF-8")
+
+
+# --- Rejected rows and their line numbers ---
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+async def test_rejected_rows_carry_the_physical_line_they_start_on(write_csv, newline):
+    lines = [
+        "",                                          # 1: blank lines before the header count
+        HEADER.strip(),                              # 2
+        "T1,C1,1.00,2024-01-01,dining",              # 3
+        'T2,C2,"1,000.00",2024-01-02,dining',        # 4: rejected
+        'T3,C3,2.00,2024-01-03,"home',               # 5: a quoted line break...
+        'and garden"',                               # 6: ...so this record spans two lines
+        "T4,,3.00,2024-01-04,dining",                # 7: rejected
+    ]
+    path = write_csv("lines.csv", newline.join(lines) + newline)
+
+    result = await process_file(path, delay=0)
+
+    assert [error["line"] for error in result["row_errors"]] == [4, 7]
+    assert result["row_errors"][1]["reason"] == "customer_id is empty"
+    assert result["total_transactions"] == 2
+    assert result["total_amount_exact"] == "3.00"
+
+
+@pytest.mark.asyncio
+async def test_blank_records_are_skipped_and_counted_nowhere(write_csv):
+    path = write_csv("blanks.csv", HEADER + "T1,C1,1.00,2024-01-01,a\n\n,,,,\n   \n , , ,\t, \n"
+                     + "T2,C2,2.00,2024-01-02,a\n")
+
+    result = await process_file(path, delay=0)
+
+    assert (result["total_transactions"], result["invalid_rows"]) == (2, 0)
+
+
+@pytest.mark.asyncio
+async def test_valid_plus_rejected_rows_make_every_non_blank_record(write_csv):
+    path = write_csv("mixed.csv", HEADER
+                     + "T1,C1,1.00,2024-01-01,a\n"      # valid
+                     + "T2,C2,$1.00,2024-01-01,a\n"     # amount
+                     + "\n"                             # blank
+                     + "T3,C3,1.00,2024-02-30,a\n"      # date
+                     + "T4,C4,1.00,2024-01-01\n"        # a field short
+                     + "T5,C5,1.00,2024-01-01,a,b\n"    # a field over
+                     + "T6,C6,2.00,2024-01-05,b\n")     # valid
+
+    result = await process_file(path, delay=0)
+
+    assert (result["total_transactions"], result["invalid_rows"]) == (2, 4)
+    assert [error["line"] for error in result["row_errors"]] == [3, 5, 6, 7]
+
+
+@pytest.mark.asyncio
+async def test_only_the_first_hundred_rejected_rows_are_listed(write_csv):
+    path = write_csv("bad.csv", HEADER + rows_of(150, day="2024-02-30") + rows_of(3))
+
+    result = await process_file(path, delay=0)
+
+    assert (result["invalid_rows"], result["total_transactions"]) == (150, 3)
+    assert len(result["row_errors"]) == 100
+    assert (result["row_errors"][0]["line"], result["row_errors"][-1]["line"]) == (2, 101)
+
+
+@pytest.mark.asyncio
+async def test_row_with_undecodable_bytes_is_rejected_and_reading_goes_on(write_csv):
+    path = write_csv("bytes.csv", HEADER.encode() + b"T1,C1,1.00,2024-01-01,caf\xe9\n"
+                     + b"T2,C2,2.00,2024-01-02,dining\n")
+
+    result = await process_file(path, delay=0)
+
+    assert result["row_errors"] == [{"line": 2, "reason": "category: not valid UTF-8"}]
+    assert (result["total_transactions"], result["total_amount_exact"]) == (1, "2.00")
+
+
+@pytest.mark.asyncio
+async def test_record_the_csv_reader_cannot_parse_is_rejected_and_reading_goes_on(write_csv):
+    path = write_csv("giant.csv", HEADER + 'T1,C1,1.00,2024-01-01,"' + "x" * 200_000 + '"\n'
+                     + "T2,C2,2.00,2024-01-02,dining\n")
+
+    result = await process_file(path, delay=0)
+
+    assert result["invalid_rows"] == 1
+    assert result["row_errors"][0]["line"] == 2
+    assert "cannot be read as CSV" in result["row_errors"][0]["reason"]
+    assert (result["total_transactions"], result["total_amount_exact"]) == (1, "2.00")
+
+
+@pytest.mark.asyncio
+async def test_nul_byte_in_an_amount_is_rejected(write_csv):
+    path = write_csv("nul.csv", HEADER + "T1,C1,1\x00.00,2024-01-01,a\n")
+
+    result = await process_file(path, delay=0)
+
+    assert result["invalid_rows"] == 1
+    assert result["row_errors"][0]["reason"].startswith("amount")
+
+
+# --- Yielding to the event loop ---
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("delay", [0, 0.25])
+async def test_it_sleeps_for_delay_after_every_hundred_rows(write_csv, monkeypatch, delay):
+    path = write_csv("yield.csv", HEADER + rows_of(250))
+    pauses = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds):
+        pauses.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+
+    await process_file(path, delay=delay)
+
+    assert pauses == [delay, delay]
