@@ -22,11 +22,29 @@ class FakeTerminal(io.StringIO):
     def isatty(self) -> bool:
         return True
 
+    def visible_line(self) -> str:
+        """Return what a terminal would show on the cursor's line: `\r` returns to its start."""
+        shown: list[str] = []
+        column = 0
+        for char in self.getvalue().rsplit("\n", 1)[-1]:
+            if char == "\r":
+                column = 0
+                continue
+            shown[column:column + 1] = [char]
+            column += 1
+        return "".join(shown)
+
 
 @pytest.fixture
-def terminal(monkeypatch) -> FakeTerminal:
-    """Make stderr a terminal whose output the test can read."""
-    fake = FakeTerminal()
-    monkeypatch.setattr(sys, "stderr", fake)
-    monkeypatch.setattr(processor.status_line, "width", 0)
-    return fake
+def fake_terminal(monkeypatch) -> Callable[[], FakeTerminal]:
+    """Return a function that makes stderr a terminal whose output the test can read.
+
+    Call it in the test itself: pytest's output capturing sets sys.stderr again between the
+    fixtures' setup and the test, which would undo a fixture's patch.
+    """
+    def make() -> FakeTerminal:
+        fake = FakeTerminal()
+        monkeypatch.setattr(sys, "stderr", fake)
+        monkeypatch.setattr(processor.status_line, "width", 0)
+        return fake
+    return make
