@@ -1,0 +1,113 @@
+"""The spinner and the monitor: what they draw on stderr, and how they stop."""
+import asyncio
+
+import pytest
+
+import processor
+from processor import estimate_seconds_left, format_progress, monitor_progress, show_spinner
+
+
+async def step(times: int) -> None:
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+# --- The spinner ---
+
+@pytest.mark.asyncio
+async def test_spinner_cycles_its_frames_on_one_line(fake_terminal, monkeypatch):
+    terminal = fake_terminal()
+    monkeypatch.setattr(processor, "SPINNER_INTERVAL_S", 0)
+    spinner = asyncio.create_task(show_spinner("Working"))
+
+    await step(6)
+    spinner.cancel()
+    await asyncio.gather(spinner, return_exceptions=True)
+
+    frames = terminal.getvalue().split("\r")[1:6]
+    assert frames == ["\\ Working", "| Working", "/ Working", "- Working", "\\ Working"]
+    assert "\n" not in terminal.getvalue()
+
+
+@pytest.mark.asyncio
+async def test_cancelled_spinner_erases_its_line_and_stays_cancelled(fake_terminal):
+    terminal = fake_terminal()
+    spinner = asyncio.create_task(show_spinner("Working"))
+    await step(1)
+
+    spinner.cancel()
+    await asyncio.gather(spinner, return_exceptions=True)
+
+    assert spinner.cancelled()
+    assert terminal.getvalue() == "\r\\ Working" + "\r" + " " * len("\\ Working") + "\r"
+    assert terminal.visible_line().strip() == ""
+
+
+@pytest.mark.asyncio
+async def test_spinner_draws_nothing_when_stderr_is_not_a_terminal(capsys, monkeypatch):
+    monkeypatch.setattr(processor, "SPINNER_INTERVAL_S", 0)
+    spinner = asyncio.create_task(show_spinner("Working"))
+
+    await step(5)
+    spinner.cancel()
+    await asyncio.gather(spinner, return_exceptions=True)
+
+    assert spinner.cancelled()
+    assert capsys.readouterr().err == ""
+
+
+# --- The monitor ---
+
+@pytest.mark.asyncio
+async def test_monitor_prints_its_line_and_returns_when_every_file_has_a_result(capsys):
+    results = {name: processor.blank_result(name, "completed") for name in ["a.csv", "b.csv"]}
+
+    await asyncio.wait_for(monitor_progress(["a.csv", "b.csv"], results), timeout=5)
+
+    assert capsys.readouterr().err == "Processed 2 of 2 files (100%) | finished: a.csv, b.csv\n"
+
+
+@pytest.mark.asyncio
+async def test_monitor_names_only_the_files_finished_since_its_last_line(capsys, monkeypatch):
+    monkeypatch.setattr(processor, "MONITOR_INTERVAL_S", 0)
+    monkeypatch.setattr(processor, "MONITOR_POLL_S", 0)
+    results = {"a.csv": processor.blank_result("a.csv", "completed")}
+    monitor = asyncio.create_task(monitor_progress(["a.csv", "b.csv"], results))
+    await step(3)
+
+    results["b.csv"] = processor.blank_result("b.csv", "error", error="No such file or directory")
+    await asyncio.wait_for(monitor, timeout=5)
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "Processed 1 of 2 files (50%) | finished: a.csv | estimating time left"
+    assert lines[-1] == "Processed 2 of 2 files (100%) | finished: b.csv"
+    assert all("finished" not in line for line in lines[1:-1])
+
+
+@pytest.mark.asyncio
+async def test_monitor_clears_the_spinner_line_before_writing(fake_terminal):
+    terminal = fake_terminal()
+    processor.status_line.draw("| Working")
+
+    await asyncio.wait_for(monitor_progress(["a.csv"], {"a.csv": processor.blank_result("a.csv", "completed")}), 5)
+
+    assert terminal.getvalue() == ("\r| Working" + "\r" + " " * 9 + "\r"
+                                   + "Processed 1 of 1 files (100%) | finished: a.csv\n")
+
+
+@pytest.mark.parametrize("done, total, finished, left, line", [
+    (3, 7, ["a.csv", "b.csv"], 4.2, "Processed 3 of 7 files (43%) | finished: a.csv, b.csv | about 4 s left"),
+    (0, 2, [], None, "Processed 0 of 2 files (0%) | estimating time left"),
+    (199, 200, [], 0.2, "Processed 199 of 200 files (99%) | about 1 s left"),
+    (2, 2, ["x.csv"], None, "Processed 2 of 2 files (100%) | finished: x.csv"),
+], ids=["midway", "nothing-yet", "never-100-before-the-end", "done"])
+def test_progress_line(done, total, finished, left, line):
+    assert format_progress(done, total, finished, left) == line
+
+
+def test_time_left_assumes_the_rest_goes_as_fast_as_what_is_done():
+    assert estimate_seconds_left(10.0, 25, 100) == 30.0  # 25 bytes took 10 s, 75 remain
+
+
+def test_time_left_is_unknown_before_any_progress():
+    assert estimate_seconds_left(10.0, 0, 100) is None
