@@ -1,0 +1,78 @@
+"""The report, the JSON and the exit status: pure functions of a batch, checked by hand."""
+import json
+
+import pytest
+
+from processor import blank_result, exit_code, format_amount, format_json, format_report
+
+
+@pytest.mark.parametrize("exact, shown", [
+    ("1234567.5", "1,234,567.50"), ("-1234", "-1,234.00"), ("0.125", "0.125"),
+    ("12345678901234567890123456789.02", "12,345,678,901,234,567,890,123,456,789.02"), ("0", "0.00"),
+], ids=["cents-added", "negative-whole", "more-decimals-kept", "beyond-float", "zero"])
+def test_amounts_get_thousands_separators_and_are_never_rounded(exact, shown):
+    assert format_amount(exact) == shown
+
+
+def a_batch() -> dict:
+    completed = blank_result("east.csv", "completed", seconds=1.5)
+    completed.update({
+        "total_transactions": 1200, "total_amount": 1234567.5, "total_amount_exact": "1234567.50",
+        "average_transaction": 1028.80625, "top_category": "travel",
+        "date_range": {"earliest": "2024-01-02", "latest": "2024-12-30"}, "invalid_rows": 7,
+        "row_errors": [{"line": n, "reason": "date is empty"} for n in range(10, 17)],
+    })
+    failed = blank_result("west.csv", "error", error="No such file or directory", seconds=0.5)
+    return {
+        "results": {"east.csv": completed, "west.csv": failed},
+        "summary": {"total_files": 2, "completed_files": 1, "failed_files": 1, "cancelled_files": 0,
+                    "total_transactions": 1200, "total_amount": 1234567.5,
+                    "total_amount_exact": "1234567.50", "invalid_rows": 7, "elapsed": 1.0,
+                    "total_processing_time": 2.0},
+    }
+
+
+def test_report_has_a_row_per_file_with_its_figures():
+    lines = format_report(a_batch()).splitlines()
+
+    east = next(line for line in lines if line.startswith("east.csv"))
+    assert east.split() == ["east.csv", "completed", "1,200", "7", "1,234,567.50", "1,028.81",
+                            "travel", "2024-01-02", "to", "2024-12-30", "1.50"]
+    west = next(line for line in lines if line.startswith("west.csv"))
+    assert west.split() == ["west.csv", "error", "-", "-", "-", "-", "-", "-", "0.50"]
+
+
+def test_report_lists_the_first_rejected_rows_then_how_many_more():
+    report = format_report(a_batch())
+
+    assert ("Rejected rows in east.csv (7):\n  line 10: date is empty\n  line 11: date is empty\n"
+            "  line 12: date is empty\n  line 13: date is empty\n  line 14: date is empty\n"
+            "  and 2 more\n") in report
+
+
+def test_report_gives_each_error_with_its_reason_and_the_batch_totals():
+    report = format_report(a_batch())
+
+    assert "Errors:\n  west.csv: No such file or directory\n" in report
+    assert ("Batch: 2 files (1 completed, 1 failed) | 1,200 transactions | total 1,234,567.50 | "
+            "7 rows rejected") in report
+    assert report.endswith("Elapsed 1.00 s; one after another the files took 2.00 s, "
+                           "so running them concurrently was 2.0x faster.")
+
+
+def test_json_carries_every_figure_unrounded():
+    batch = a_batch()
+
+    assert json.loads(format_json(batch)) == batch
+
+
+@pytest.mark.parametrize("statuses, interrupted, code", [
+    (["completed", "completed"], False, 0),
+    (["completed", "error"], False, 1),
+    (["completed", "cancelled"], True, 130),
+    (["completed", "completed"], True, 130),
+], ids=["all-completed", "one-error", "interrupted", "interrupted-after-the-last-file"])
+def test_exit_status(statuses, interrupted, code):
+    batch = {"results": {str(n): blank_result(str(n), status) for n, status in enumerate(statuses)}}
+
+    assert exit_code(batch, interrupted) == code
