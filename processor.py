@@ -7,8 +7,12 @@ keep the user company on stderr, and the report goes to stdout:
 
     $ python processor.py sample_data/*.csv
     Processing 6 files, up to 3 at a time (Ctrl-C to stop)
-    Processed 2 of 6 files (33%) | finished: sample_data/transactions_001.csv, ... | about 4 s left
+    Processed 3 of 6 files (50%) | finished: sample_data/transactions_001.csv, ... | about 2 s left
     ...
+    File                              Status     Valid  Rejected       Total  Average  Top category ...
+    sample_data/transactions_001.csv  completed    600         8  152,000.90   253.33  groceries ...
+    ...
+    Batch: 6 files (6 completed, 0 failed) | 12,600 transactions | total 2,839,991.82 | 8 rows rejected
 
 Sections, in reading order (each starts with a `# --- Name ---` comment):
     The data model     what one file's result holds, and the small values behind it
@@ -605,6 +609,14 @@ def format_rejections(result: FileResult) -> list[str]:
     return lines
 
 
+def format_speedup(elapsed: float, total_processing_time: float) -> str:
+    """Return the elapsed time, and how much faster it was than the files one after another."""
+    text = f"Elapsed {elapsed:.2f} s; one after another the files took {total_processing_time:.2f} s"
+    if elapsed > 0:
+        text += f", so running them concurrently was {total_processing_time / elapsed:.1f}x faster"
+    return text + "."
+
+
 def format_report(batch: BatchResult) -> str:
     """Return the report: a table of the files, their rejected rows and errors, then the totals."""
     results = list(batch["results"].values())
@@ -630,14 +642,6 @@ def format_report(batch: BatchResult) -> str:
         format_speedup(summary["elapsed"], summary["total_processing_time"]),
     ]
     return "\n".join(lines)
-
-
-def format_speedup(elapsed: float, total_processing_time: float) -> str:
-    """Return the elapsed time, and how much faster it was than the files one after another."""
-    text = f"Elapsed {elapsed:.2f} s; one after another the files took {total_processing_time:.2f} s"
-    if elapsed > 0:
-        text += f", so running them concurrently was {total_processing_time / elapsed:.1f}x faster"
-    return text + "."
 
 
 def format_json(batch: BatchResult) -> str:
