@@ -29,6 +29,7 @@ Sections, in reading order (each starts with a `# --- Name ---` comment):
 import argparse
 import asyncio
 import csv
+import functools
 import glob
 import itertools
 import json
@@ -164,6 +165,8 @@ def is_plain_decimal(text: str) -> bool:
     return PLAIN_DECIMAL.fullmatch(text) is not None
 
 
+# A file holds many rows but few distinct dates, so most checks are answered from the cache.
+@functools.lru_cache(maxsize=4096)
 def is_calendar_date(text: str) -> bool:
     """Whether text is YYYY-MM-DD in ASCII digits and a day that exists."""
     if ISO_DATE.fullmatch(text) is None:
@@ -198,24 +201,30 @@ def find_columns(header: list[str]) -> Columns:
     return Columns(names, tuple(positions[column] for column in REQUIRED_COLUMNS))
 
 
-def check_row(fields: list[str], columns: Columns) -> Transaction | str:
-    """Return the row as a Transaction, or the reason it is rejected, naming the field(s)."""
-    if len(fields) != len(columns.names):
-        return f"has {len(fields)} fields, the header has {len(columns.names)}"
-    undecodable = [columns.names[i] or f"column {i + 1}"
-                   for i, value in enumerate(fields) if is_undecodable(value)]
-    if undecodable:
-        return f"{', '.join(undecodable)}: not valid UTF-8"
-    values = dict(zip(REQUIRED_COLUMNS, (fields[i].strip() for i in columns.positions)))
-    problems = [f"{name} is empty" for name, value in values.items() if not value]
-    amount, day = values["amount"], values["date"]
+def row_problems(values: list[str]) -> str:
+    """Return why a row is rejected, given its required values stripped, in REQUIRED_COLUMNS order."""
+    problems = [f"{name} is empty" for name, value in zip(REQUIRED_COLUMNS, values) if not value]
+    _, _, amount, day, _ = values
     if amount and not is_plain_decimal(amount):
         problems.append(f"amount {shorten(amount)} is not a plain decimal number")
     if day and not is_calendar_date(day):
         problems.append(f"date {shorten(day)} is not a real YYYY-MM-DD date")
-    if problems:
-        return "; ".join(problems)
-    return Transaction(Decimal(amount), day, values["category"])
+    return "; ".join(problems)
+
+
+def check_row(fields: list[str], columns: Columns) -> Transaction | str:
+    """Return the row as a Transaction, or the reason it is rejected, naming the field(s)."""
+    if len(fields) != len(columns.names):
+        return f"has {len(fields)} fields, the header has {len(columns.names)}"
+    if is_undecodable("".join(fields)):
+        undecodable = [columns.names[i] or f"column {i + 1}"
+                       for i, value in enumerate(fields) if is_undecodable(value)]
+        return f"{', '.join(undecodable)}: not valid UTF-8"
+    values = [fields[i].strip() for i in columns.positions]
+    _, _, amount, day, category = values
+    if all(values) and is_plain_decimal(amount) and is_calendar_date(day):
+        return Transaction(Decimal(amount), day, category)
+    return row_problems(values)
 
 
 # --- Tallying a file ---
@@ -250,12 +259,12 @@ class FileTally:
         """Count a data record as valid, rejected or (when blank) not at all."""
         if record.parse_error is not None:
             self.reject(record.line, f"cannot be read as CSV: {record.parse_error}")
-        elif not is_blank(record.fields):
-            checked = check_row(record.fields, columns)
-            if isinstance(checked, str):
-                self.reject(record.line, checked)
-            else:
-                self.add(checked)
+            return
+        checked = check_row(record.fields, columns)
+        if isinstance(checked, Transaction):
+            self.add(checked)
+        elif not is_blank(record.fields):  # a valid row is never blank, so only rejects are asked
+            self.reject(record.line, checked)
 
 
 def top_category(categories: Counter[str]) -> str | None:
