@@ -670,6 +670,7 @@ def exit_code(batch: BatchResult, interrupted: bool) -> int:
 # --- The command line ---
 
 def positive_int(text: str) -> int:
+    """Parse an option value that must be a whole number of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -679,7 +680,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def seconds(text: str) -> float:
+def non_negative_seconds(text: str) -> float:
+    """Parse an option value that must be a finite number of seconds, 0 or more."""
     try:
         value = float(text)
     except ValueError:
@@ -702,7 +704,7 @@ Progress (spinner, a line every 2 s) goes to stderr; the report or JSON to stdou
 exit status:
   0    every file completed (some rows may have been rejected)
   1    at least one file could not be processed (missing, unreadable, empty, bad header)
-  2    usage error: no files, or a bad option value
+  2    usage error: no files (or a directory with no *.csv files), a bad option value
   130  interrupted by Ctrl-C: the files that finished are reported, the rest named
 
 example:
@@ -722,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "inside it, sorted by name")
     parser.add_argument("--max-concurrent", type=positive_int, default=3, metavar="N",
                         help="process at most N files at a time (default: %(default)s)")
-    parser.add_argument("--delay", type=seconds, default=0.1, metavar="SECONDS",
+    parser.add_argument("--delay", type=non_negative_seconds, default=0.1, metavar="SECONDS",
                         help="simulated I/O pause after every 100 rows; 0 runs at full speed "
                              "(default: %(default)s)")
     parser.add_argument("--json", action="store_true",
