@@ -284,10 +284,18 @@ def blank_result(filename: str, status: str, *, error: str | None = None,
     }
 
 
+def to_float(value: Fraction) -> float:
+    """Round an exact value to the nearest float; past the float range, to infinity, as Decimal does."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def completed_result(filename: str, tally: FileTally, seconds: float) -> FileResult:
     """Return the result of a file read to its end."""
     # Fraction keeps the average exact until the one rounding into a float.
-    average = float(Fraction(tally.total) / tally.count) if tally.count else 0.0
+    average = to_float(Fraction(tally.total) / tally.count) if tally.count else 0.0
     return {
         "filename": filename, "status": "completed",
         "total_transactions": tally.count,
@@ -385,6 +393,11 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
 
 
 # --- The spinner ---
+
+def plural(count: int, noun: str) -> str:
+    """Return `1 file`, `2 files`: the count and the noun, in the plural unless it is one."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
 
 class StatusLine:
     """The line of stderr that the spinner redraws in place; anyone else clears it before printing."""
@@ -526,7 +539,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
     board = bytes_read_board.set({})
     started = time.perf_counter()
     # The loop keeps only weak references to tasks: these two variables keep them alive.
-    spinner = asyncio.create_task(show_spinner(f"Processing {len(names)} files"))
+    spinner = asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}"))
     monitor = asyncio.create_task(monitor_progress(names, results))
     try:
         # gather, not a TaskGroup: process_in_slot turns failures into results, and a TaskGroup
@@ -644,7 +657,7 @@ def format_report(batch: BatchResult) -> str:
         counts += f", {summary['cancelled_files']} cancelled"
     lines += [
         "",
-        f"Batch: {summary['total_files']} files ({counts}) | "
+        f"Batch: {plural(summary['total_files'], 'file')} ({counts}) | "
         f"{summary['total_transactions']:,} transactions | "
         f"total {format_amount(summary['total_amount_exact'])} | "
         f"{summary['invalid_rows']:,} rows rejected",
@@ -764,8 +777,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     interrupted = False
     try:
-        print(f"Processing {len(dict.fromkeys(filenames))} files, up to {args.max_concurrent} "
-              "at a time (Ctrl-C to stop)", file=sys.stderr)
+        print(f"Processing {plural(len(dict.fromkeys(filenames)), 'file')}, up to "
+              f"{args.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         batch = asyncio.run(process_batch(filenames, max_concurrent=args.max_concurrent,
                                           delay=args.delay, results=results))
     except KeyboardInterrupt:

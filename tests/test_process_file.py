@@ -332,3 +332,16 @@ async def test_it_sleeps_for_delay_after_every_hundred_rows(write_csv, monkeypat
     await process_file(path, delay=delay)
 
     assert pauses == [delay, delay]
+
+
+@pytest.mark.asyncio
+async def test_amounts_beyond_the_float_range_stay_exact_and_convert_to_infinity(write_csv):
+    huge = "9" * 400
+    path = write_csv("astronomical.csv", HEADER + f"T1,C1,{huge},2024-01-01,a\nT2,C1,1,2024-01-01,a\n")
+
+    result = await process_file(path, delay=0)
+
+    assert result["status"] == "completed"
+    assert result["total_amount_exact"] == "1" + "0" * 400  # 999...9 + 1
+    assert result["total_amount"] == float("inf")
+    assert result["average_transaction"] == float("inf")

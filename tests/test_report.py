@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from processor import blank_result, exit_code, format_amount, format_json, format_report
+from processor import blank_result, exit_code, format_amount, format_json, format_report, plural
 
 
 @pytest.mark.parametrize("exact, shown", [
@@ -76,3 +76,8 @@ def test_exit_status(statuses, interrupted, code):
     batch = {"results": {str(n): blank_result(str(n), status) for n, status in enumerate(statuses)}}
 
     assert exit_code(batch, interrupted) == code
+
+
+@pytest.mark.parametrize("count, text", [(1, "1 file"), (0, "0 files"), (1200, "1,200 files")])
+def test_counts_of_files_read_as_english(count, text):
+    assert plural(count, "file") == text
