@@ -536,7 +536,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
     names = list(dict.fromkeys(filenames))
     results = {} if results is None else results
     semaphore = asyncio.Semaphore(max_concurrent)
-    board = bytes_read_board.set({})
+    board_token = bytes_read_board.set({})
     started = time.perf_counter()
     # The loop keeps only weak references to tasks: these two variables keep them alive.
     spinner = asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}"))
@@ -554,7 +554,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         spinner.cancel()
         monitor.cancel()
         await asyncio.gather(spinner, monitor, return_exceptions=True)
-        bytes_read_board.reset(board)
+        bytes_read_board.reset(board_token)
     return summarize_batch(names, results, elapsed)
 
 
@@ -562,7 +562,7 @@ def summarize_batch(filenames: list[str], results: dict[str, FileResult],
                     elapsed: float) -> BatchResult:
     """Return the results in input order, a file with no result reported as cancelled, and the totals."""
     ordered = {name: results.get(name) or blank_result(name, "cancelled")
-               for name in dict.fromkeys(filenames)}
+               for name in filenames}
     statuses = Counter(result["status"] for result in ordered.values())
     total = Decimal(0)
     for result in ordered.values():
@@ -746,7 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Return the files to process, a directory replaced by its *.csv files, and the empty directories."""
+    """Return the distinct files to process, a directory replaced by its *.csv files, and the
+    directories that held none."""
     filenames: list[str] = []
     empty_directories: list[str] = []
     for path in paths:
@@ -758,7 +759,7 @@ def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
                 empty_directories.append(path)
         else:
             filenames.append(path)
-    return filenames, empty_directories
+    return list(dict.fromkeys(filenames)), empty_directories
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -777,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     interrupted = False
     try:
-        print(f"Processing {plural(len(dict.fromkeys(filenames)), 'file')}, up to "
+        print(f"Processing {plural(len(filenames), 'file')}, up to "
               f"{args.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         batch = asyncio.run(process_batch(filenames, max_concurrent=args.max_concurrent,
                                           delay=args.delay, results=results))

@@ -138,3 +138,14 @@ def test_help_explains_the_exit_statuses(capsys):
     help_text = capsys.readouterr().out
     assert "--max-concurrent N" in help_text
     assert "130" in help_text and "exit status" in help_text
+
+
+def test_a_file_named_twice_or_through_its_directory_is_processed_once(write_csv, tmp_path, capsys):
+    path = write_csv("good.csv", GOOD)
+
+    code = main(["--json", "--delay", "0", path, str(tmp_path), path])
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert list(json.loads(captured.out)["results"]) == [path]
+    assert "Processing 1 file," in captured.err
