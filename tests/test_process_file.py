@@ -183,14 +183,16 @@ async def test_unreadable_file_is_an_error(write_csv, monkeypatch):
 async def test_read_failing_mid_file_is_an_error_without_partial_figures(write_csv, monkeypatch):
     path = write_csv("flaky.csv", HEADER + rows_of(300))
 
-    def failing_records(file):
-        for number, record in enumerate(real_read_records(file)):
-            if number == 150:
-                raise OSError(5, "Input/output error")
-            yield record
+    batches = []
+    real_fold_batch = processor.BatchReader.fold_batch
 
-    real_read_records = processor.read_records
-    monkeypatch.setattr(processor, "read_records", failing_records)
+    def failing_fold_batch(reader, tally):
+        batches.append(tally)
+        if len(batches) == 2:
+            raise OSError(5, "Input/output error")
+        return real_fold_batch(reader, tally)
+
+    monkeypatch.setattr(processor.BatchReader, "fold_batch", failing_fold_batch)
 
     assert_error_result(await process_file(path, delay=0), path, "Input/output error")
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from processor import (
-    Columns, FileProblem, FileTally, Record, Transaction, check_row, find_columns, is_blank,
+    Columns, FileProblem, FileTally, Transaction, check_row, find_columns, is_blank,
     top_category,
 )
 
@@ -162,16 +162,15 @@ def test_tally_counts_every_rejected_row_but_lists_only_the_first_hundred():
     assert tally.row_errors[-1] == {"line": 101, "reason": "date is empty"}
 
 
-def test_fold_skips_blank_records_and_rejects_unparseable_ones():
+def test_fold_skips_blank_records_and_rejects_invalid_ones():
     tally = FileTally()
 
-    tally.fold(Record(2, ["", " ", "", "", ""], None), COLUMNS)
-    tally.fold(Record(3, [], "field larger than field limit (131072)"), COLUMNS)
-    tally.fold(Record(4, row(), None), COLUMNS)
+    tally.fold(2, ["", " ", "", "", ""], COLUMNS)
+    tally.fold(3, row(amount="1e3"), COLUMNS)
+    tally.fold(4, row(), COLUMNS)
 
     assert (tally.count, tally.invalid_rows) == (1, 1)
-    assert tally.row_errors == [
-        {"line": 3, "reason": "cannot be read as CSV: field larger than field limit (131072)"}]
+    assert tally.row_errors == [{"line": 3, "reason": "amount '1e3' is not a plain decimal number"}]
 
 
 def test_top_category_tie_goes_to_the_smallest_name():
