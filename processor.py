@@ -230,36 +230,44 @@ def check_row(fields: list[str], columns: Columns) -> Transaction | str:
     return row_problems(values)
 
 
+# The fast path. Almost every line of a real file is simple: one row, no quotes, valid UTF-8,
+# so all the csv module would do is split it at commas. A whole batch of such lines can be split
+# and checked by a few string and list operations, each one C loop over the batch, instead of a
+# dozen Python steps per row: that makes reading about three times faster (benchmarks/bench.py).
+# It applies the same rules as check_row; a batch it is unsure of goes to check_row, row by row.
 def is_simple_text(text: str) -> bool:
     """Whether text is whole lines that csv would split at every comma: no quotes, no bad bytes."""
     return (text.endswith("\n") and '"' not in text and "\r" not in text
             and len(text) <= csv.field_size_limit() and not is_undecodable(text))
 
 
-# The fast path. Almost every line of a real file is simple: one row, no quotes, valid UTF-8,
-# so all the csv module would do is split it at commas. A whole batch of such lines can be split
-# and checked by a few string and list operations, each one C loop over the batch, instead of a
-# dozen Python steps per row: that makes reading about three times faster (benchmarks/bench.py).
-# It applies the same rules as check_row; a batch it is unsure of goes to check_row, row by row.
+def split_simple_lines(lines: list[str], width: int) -> list[str] | None:
+    """Return the fields of lines that are simple and `width` fields long, each row ending in a
+    "\n" field; None if any line is not."""
+    text = "".join(lines).replace("\r\n", "\n")
+    if not is_simple_text(text):
+        return None
+    fields = text.replace("\n", ",\n,").split(",")[:-1]
+    if len(fields) != (width + 1) * len(lines) or fields[width::width + 1].count("\n") != len(lines):
+        return None  # some line has too many or too few fields
+    return fields
+
+
 def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str]) -> SimpleRows | None:
     """Return a batch of lines as SimpleRows if every line is a simple, valid row; else None.
 
     seen_dates holds the dates of rows already counted: known real, and inside the date range.
     """
-    text = "".join(lines).replace("\r\n", "\n")
-    if not is_simple_text(text):
+    fields = split_simple_lines(lines, len(columns.names))
+    if fields is None:
         return None
-    # Each newline becomes a field of its own, so every row is its fields and then "\n".
-    width = len(columns.names) + 1
-    fields = text.replace("\n", ",\n,").split(",")
-    if len(fields) != width * len(lines) + 1 or "".join(fields[width - 1::width]) != "\n" * len(lines):
-        return None  # some line has too many or too few fields
-    ids, customers, amounts, dates, categories = (fields[position:-1:width]
+    stride = len(columns.names) + 1
+    ids, customers, amounts, dates, categories = (fields[position::stride]
                                                   for position in columns.positions)
     categories = list(map(str.strip, categories))
-    if "" in categories or "" in map(str.strip, ids) or "" in map(str.strip, customers):
+    if not (all(categories) and all(map(str.strip, ids)) and all(map(str.strip, customers))):
         return None
-    new_dates = set(dates) - seen_dates
+    new_dates = set() if seen_dates.issuperset(dates) else set(dates) - seen_dates
     if not all(map(is_calendar_date, new_dates)):
         return None
     # Made of nothing but digits, signs and points, an amount is in plain decimal notation

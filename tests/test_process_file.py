@@ -1,5 +1,6 @@
 """process_file on real files: statistics by hand, file-level errors, line numbers, yielding."""
 import asyncio
+import csv
 import os
 import signal
 
@@ -314,6 +315,79 @@ async def test_nul_byte_in_an_amount_is_rejected(write_csv):
 
     assert result["invalid_rows"] == 1
     assert result["row_errors"][0]["reason"].startswith("amount")
+
+
+# --- Batches: the fast path and the csv module together ---
+
+def good(line: int, day: str = "2024-01-01", category: str = "dining", end: str = "\n") -> str:
+    return f"T{line},C{line},1.00,{day},{category}{end}"
+
+
+def batch_crossing_file() -> str:
+    """Odd records around the 100-line batches; the comments give each one's physical line."""
+    return "".join(
+        [HEADER]                                                   # 1
+        + [good(n) for n in range(2, 101)]                         # 2-100
+        + ["T101,C1,1e3,2024-01-01,dining\n"]                      # 101: rejected
+        + [good(n) for n in range(102, 301)]                       # 102-300
+        + ['T301,C1,2.00,2024-01-01,"two\nlines"\n']               # 301-302: one record
+        + ["T303,C1,1.00,2024-02-30,dining\n"]                     # 303: rejected
+        + [good(n) for n in range(304, 403)]                       # 304-402
+        + [good(n, end="\r\n") for n in range(403, 450)]           # 403-449
+        + [good(450, day="2023-12-31", category=" fuel ", end="\r\n")]
+        + [good(n, end="\r\n") for n in range(451, 460)]           # 451-459
+        + [good(460, day="2025-01-01", end="\r\n")]
+        + [good(n, end="\r\n") for n in range(461, 601)]           # 461-600
+        + ["\n", ",,,,\n", good(603, end="")])                      # 601-602 blank; 603 unended
+
+
+@pytest.mark.asyncio
+async def test_records_around_batch_boundaries_are_each_counted_once_on_their_line(write_csv):
+    path = write_csv("batches.csv", batch_crossing_file())
+
+    result = await process_file(path, delay=0)
+
+    assert [error["line"] for error in result["row_errors"]] == [101, 303]
+    assert result["invalid_rows"] == 2
+    assert result["total_transactions"] == 597  # 603 lines - header - 2 rejected - 2 blank - 1 two-line
+    assert result["total_amount_exact"] == "598.00"  # 596 x 1.00 + 2.00
+    assert result["date_range"] == {"earliest": "2023-12-31", "latest": "2025-01-01"}
+    assert result["top_category"] == "dining"
+
+
+@pytest.mark.asyncio
+async def test_the_fast_path_gives_exactly_what_the_csv_module_and_check_row_give(write_csv, monkeypatch):
+    path = write_csv("batches.csv", batch_crossing_file())
+    fast_path_answers = []
+    real_check = processor.check_simple_lines
+
+    def recording_check(*args):
+        rows = real_check(*args)
+        fast_path_answers.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(processor, "check_simple_lines", recording_check)
+    with_fast_path = await process_file(path, delay=0)
+    monkeypatch.setattr(processor, "check_simple_lines", lambda *args: None)
+    without = await process_file(path, delay=0)
+
+    # Lines 102-201 and 403-502 are the batches with nothing odd in them.
+    assert fast_path_answers == [False, True, False, False, True, False, False]
+    assert {**with_fast_path, "processing_time": 0} == {**without, "processing_time": 0}
+
+
+@pytest.mark.asyncio
+async def test_the_csv_field_limit_holds_on_simple_lines_too(write_csv):
+    path = write_csv("long.csv", HEADER + good(2) + good(3, category="a" * 200) + good(4))
+    limit = csv.field_size_limit(100)
+    try:
+        result = await process_file(path, delay=0)
+    finally:
+        csv.field_size_limit(limit)
+
+    assert result["total_transactions"] == 2
+    assert result["row_errors"] == [
+        {"line": 3, "reason": "cannot be read as CSV: field larger than field limit (100)"}]
 
 
 # --- Yielding to the event loop ---

@@ -4,9 +4,11 @@ from decimal import Decimal
 
 import pytest
 
+import csv
+
 from processor import (
-    Columns, FileProblem, FileTally, Transaction, check_row, find_columns, is_blank,
-    top_category,
+    Columns, FileProblem, FileTally, SimpleRows, Transaction, check_row, check_simple_lines,
+    find_columns, is_blank, top_category,
 )
 
 COLUMNS = Columns(("transaction_id", "customer_id", "amount", "date", "category"), (0, 1, 2, 3, 4))
@@ -17,6 +19,26 @@ def row(**changes: str) -> list[str]:
               "date": "2024-03-01", "category": "dining"}
     fields.update(changes)
     return list(fields.values())
+
+
+def line(**changes: str) -> str:
+    return ",".join(row(**changes)) + "\n"
+
+
+BAD_AMOUNTS = {
+    "dollar": "$12.00", "euro": "12.00€", "thousands-comma": "1,000.00", "thousands-space": "1 000",
+    "exponent": "1e3", "exponent-upper": "1E3", "NaN": "NaN", "nan": "nan", "Infinity": "Infinity",
+    "-inf": "-inf", "two-points": "12.5.1", "arabic-digits": "٤٢", "fullwidth-digits": "１２",
+    "space-after-sign": "- 5", "two-signs": "+-1", "lone-point": ".", "lone-sign": "-", "hex": "0x10",
+    "underscore": "1_000", "parentheses": "(12.00)", "trailing-sign": "12-",
+}
+BAD_DATES = {
+    "not-a-leap-year": "2023-02-29", "feb-30": "2024-02-30", "month-13": "2024-13-01",
+    "month-0": "2024-00-10", "april-31": "2024-04-31", "year-0": "0000-01-01",
+    "one-digit-month": "2024-1-05", "slashes": "2024/01/05", "no-dashes": "20240105",
+    "with-time": "2024-01-05T10:00", "day-first": "05-01-2024", "fullwidth": "２０２４-01-05",
+    "week-date": "2024-W01-1", "word": "yesterday",
+}
 
 
 # --- The header ---
@@ -57,13 +79,7 @@ def test_plain_decimal_amount_is_accepted_exactly(amount, expected):
     assert check_row(row(amount=amount), COLUMNS) == Transaction(Decimal(expected), "2024-03-01", "dining")
 
 
-@pytest.mark.parametrize("amount", [
-    "$12.00", "12.00€", "1,000.00", "1 000", "1e3", "1E3", "NaN", "nan", "Infinity", "-inf",
-    "12.5.1", "٤٢", "１２", "- 5", "+-1", ".", "-", "0x10", "1_000", "(12.00)", "12-",
-], ids=["dollar", "euro", "thousands-comma", "thousands-space", "exponent", "exponent-upper",
-        "NaN", "nan", "Infinity", "-inf", "two-points", "arabic-digits", "fullwidth-digits",
-        "space-after-sign", "two-signs", "lone-point", "lone-sign", "hex", "underscore",
-        "parentheses", "trailing-sign"])
+@pytest.mark.parametrize("amount", BAD_AMOUNTS.values(), ids=BAD_AMOUNTS.keys())
 def test_amount_that_is_not_plain_decimal_is_rejected(amount):
     reason = check_row(row(amount=amount), COLUMNS)
 
@@ -77,13 +93,7 @@ def test_real_iso_date_is_accepted(day):
     assert isinstance(check_row(row(date=day), COLUMNS), Transaction)
 
 
-@pytest.mark.parametrize("day", [
-    "2023-02-29", "2024-02-30", "2024-13-01", "2024-00-10", "2024-04-31", "0000-01-01",
-    "2024-1-05", "2024/01/05", "20240105", "2024-01-05T10:00", "05-01-2024", "２０２４-01-05",
-    "2024-W01-1", "yesterday",
-], ids=["not-a-leap-year", "feb-30", "month-13", "month-0", "april-31", "year-0",
-        "one-digit-month", "slashes", "no-dashes", "with-time", "day-first", "fullwidth",
-        "week-date", "word"])
+@pytest.mark.parametrize("day", BAD_DATES.values(), ids=BAD_DATES.keys())
 def test_date_that_is_not_a_real_yyyy_mm_dd_is_rejected(day):
     reason = check_row(row(date=day), COLUMNS)
 
@@ -133,6 +143,74 @@ def test_a_very_long_value_is_cut_short_in_the_reason():
 ], ids=["empty-line", "commas-only", "whitespace-only", "one-value"])
 def test_blank_records_are_those_with_only_empty_or_whitespace_fields(fields, blank):
     assert is_blank(fields) is blank
+
+
+# --- A batch of simple lines (the fast path) ---
+
+def test_a_batch_of_simple_valid_lines_gives_its_figures():
+    lines = ["T1,C1,12.50,2024-03-05,dining\n", "T2,C2,-0.25,2024-01-20, fuel \r\n",
+             "T3,C1,.75,2024-03-05,dining\n"]
+
+    rows = check_simple_lines(lines, COLUMNS, set())
+
+    assert rows == SimpleRows(3, Decimal("13.00"), {"2024-03-05", "2024-01-20"},  # 12.50 - 0.25 + .75
+                              ["dining", "fuel", "dining"])
+
+
+def test_columns_are_taken_from_where_the_header_put_them():
+    columns = find_columns(["note", "category", "date", "amount", "customer_id", "transaction_id"])
+
+    rows = check_simple_lines([",fuel,2024-06-01,40.00,C9,T1\n", "x,fuel,2024-06-02,2,C9,T2\n"],
+                              columns, set())
+
+    assert rows == SimpleRows(2, Decimal("42.00"), {"2024-06-01", "2024-06-02"}, ["fuel", "fuel"])
+
+
+def test_only_dates_not_seen_before_are_new():
+    rows = check_simple_lines([line(date="2024-03-01"), line(date="2024-03-02")], COLUMNS,
+                              {"2024-03-01"})
+
+    assert rows is not None
+    assert rows.new_dates == {"2024-03-02"}
+
+
+NOT_SIMPLE = {
+    "quoted-field": '"T2",C1,1.00,2024-03-01,dining\n',
+    "too-many-fields": "T2,C1,1.00,2024-03-01,dining,extra\n",
+    "too-few-fields": "T2,C1,1.00,2024-03-01\n",
+    "blank-line": "\n",
+    "commas-only": ",,,,\n",
+    "bare-carriage-return": "T2,C1,1.00,2024-03-01,dining\r",
+    "no-final-newline": "T2,C1,1.00,2024-03-01,dining",
+    "undecodable-byte": "T2,C1,1.00,2024-03-01,caf\udce9\n",
+    "empty-id": line(transaction_id=""),
+    "blank-customer": line(customer_id="  "),
+    "empty-category": line(category=""),
+    "padded-amount": line(amount=" 1.00"),
+    "padded-date": line(date="2024-03-01 "),
+} | {f"amount-{name}": line(amount=value) for name, value in BAD_AMOUNTS.items()} \
+  | {f"date-{name}": line(date=value) for name, value in BAD_DATES.items()}
+
+
+@pytest.mark.parametrize("odd_line", NOT_SIMPLE.values(), ids=NOT_SIMPLE.keys())
+def test_a_batch_with_any_line_not_simple_and_valid_is_left_to_check_row(odd_line):
+    # A rejected row, or a valid one the fast path does not read (quotes, padding), sends the
+    # whole batch to check_row, which gives the row's reason or reads it right.
+    assert check_simple_lines([line(), odd_line, line()], COLUMNS, set()) is None
+
+
+def test_lines_that_only_between_them_have_the_right_field_count_are_left_to_check_row():
+    lines = ["T1,C1,1.00,2024-03-01\n", "T2,C1,1.00,2024-03-01,dining,extra\n"]  # 4 + 6 = 2 x 5
+
+    assert check_simple_lines(lines, COLUMNS, set()) is None
+
+
+def test_a_batch_longer_than_the_csv_field_limit_is_left_to_check_row():
+    limit = csv.field_size_limit(20)
+    try:
+        assert check_simple_lines([line(category="a" * 21)], COLUMNS, set()) is None
+    finally:
+        csv.field_size_limit(limit)
 
 
 # --- Folding rows into a file's statistics ---
