@@ -47,6 +47,30 @@ async def test_results_keep_input_order_and_each_name_is_processed_once(write_cs
 
 
 @pytest.mark.asyncio
+async def test_largest_files_start_first_and_results_keep_input_order(write_csv, tmp_path,
+                                                                      monkeypatch):
+    small = write_csv("small.csv", HEADER + rows_of(1))
+    large = write_csv("large.csv", HEADER + rows_of(30))
+    missing = str(tmp_path / "missing.csv")  # no size at all: last
+    medium = write_csv("medium.csv", HEADER + rows_of(10))
+    same_as_small = write_csv("same.csv", HEADER + rows_of(1))  # a tie keeps the input order
+    started = []
+    real_process_file = processor.process_file
+
+    async def recording(filename, **options):
+        started.append(filename)
+        return await real_process_file(filename, **options)
+
+    monkeypatch.setattr(processor, "process_file", recording)
+
+    batch = await process_batch([small, large, missing, medium, same_as_small], max_concurrent=2,
+                                delay=0)
+
+    assert started == [large, medium, small, same_as_small, missing]
+    assert list(batch["results"]) == [small, large, missing, medium, same_as_small]
+
+
+@pytest.mark.asyncio
 async def test_summary_adds_up_the_files_by_hand(write_csv, tmp_path):
     first = write_csv("first.csv", HEADER + "T1,C1,12.50,2024-01-01,a\nT2,C1,0.10,2024-01-01,a\n")
     second = write_csv("second.csv", HEADER + "T1,C1,0.20,2024-01-01,a\nT2,C1,oops,2024-01-01,a\n")
