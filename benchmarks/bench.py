@@ -1,0 +1,318 @@
+"""Measure processor.py's speed, memory, responsiveness and scheduling, each against a target.
+
+Usage: python benchmarks/bench.py [--quick] [--json]
+
+Every figure is a ratio or a bound measured in this one run, on data this script writes to a
+temporary folder with generate_samples.py's functions, so that it means the same on a fast
+machine and a slow one. It takes a few minutes; --quick runs the same steps on small data in
+seconds (its figures are only a smoke test). It prints a table, or the same as JSON with --json.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY))
+
+import generate_samples  # noqa: E402  (found through the path above)
+import processor  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+class Figure(NamedTuple):
+    name: str
+    measured: str
+    target: str
+    passed: bool
+
+
+class Sizes(NamedTuple):
+    rows: int  # the throughput and responsiveness files
+    big_rows: int  # the second memory file: rows x 5
+    small_files: int
+    scheduled_rows: int  # over six files, like the sample data: 1/6 of them in the first, ...
+    runs: int  # of each timed step; the best (or the median) is kept
+
+
+FULL = Sizes(rows=1_000_000, big_rows=5_000_000, small_files=1_000, scheduled_rows=3600, runs=5)
+QUICK = Sizes(rows=20_000, big_rows=100_000, small_files=100, scheduled_rows=1200, runs=2)
+
+
+# --- Data ---
+
+def write_rows(path: Path, rows: int, *, seed: int = 1) -> None:
+    """Write a transaction file of `rows` valid rows, as generate_samples.py writes them."""
+    generate_samples.write_csv(path, generate_samples.sample_rows(random.Random(seed), 1, rows))
+
+
+def write_repeated(source: Path, path: Path, times: int) -> None:
+    """Write source's header once and its rows `times` times: a big file without the wait."""
+    with open(source, "rb") as file:
+        header = file.readline()
+        body = file.read()
+    with open(path, "wb") as file:
+        file.write(header)
+        for _ in range(times):
+            file.write(body)
+
+
+# --- 1. Throughput ---
+
+def typical_baseline(path: Path) -> int:
+    """What most solutions do: DictReader, float, every date kept. Returns the rows read."""
+    total = 0.0
+    dates: list[str] = []
+    categories: Counter[str] = Counter()
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            total += float(row["amount"])
+            dates.append(row["date"])
+            categories[row["category"]] += 1
+    return len(dates)
+
+
+def floor_baseline(path: Path) -> int:
+    """The csv module reading every row and doing nothing with it. Returns the rows read."""
+    count = 0
+    with open(path, newline="") as file:
+        for _ in csv.reader(file):
+            count += 1
+    return count - 1
+
+
+def processor_run(path: Path) -> int:
+    return asyncio.run(processor.process_file(str(path), delay=0))["total_transactions"]
+
+
+def best_rows_per_second(readers: list[Callable[[Path], int]], path: Path,
+                         runs: int) -> dict[str, float]:
+    """Return each reader's best speed over several runs, taken in turns so that a slow moment
+    of the machine does not fall on one reader only."""
+    best = {read.__name__: 0.0 for read in readers}
+    for _ in range(runs):
+        for read in readers:
+            started = time.perf_counter()
+            rows = read(path)
+            best[read.__name__] = max(best[read.__name__], rows / (time.perf_counter() - started))
+    return best
+
+
+def measure_throughput(path: Path, sizes: Sizes) -> list[Figure]:
+    speeds = best_rows_per_second([typical_baseline, floor_baseline, processor_run], path, sizes.runs)
+    ours = speeds["processor_run"]
+    over_typical = ours / speeds["typical_baseline"]
+    over_floor = ours / speeds["floor_baseline"]
+    return [
+        Figure("throughput vs typical (DictReader + float)",
+               f"{over_typical:.2f}x ({ours / 1e6:.2f} vs {speeds['typical_baseline'] / 1e6:.2f} M rows/s)",
+               ">= 2.00x", over_typical >= 2.0),
+        Figure("throughput vs floor (csv.reader, nothing else)",
+               f"{over_floor:.2f}x ({ours / 1e6:.2f} vs {speeds['floor_baseline'] / 1e6:.2f} M rows/s)",
+               ">= 0.60x", over_floor >= 0.6),
+    ]
+
+
+# --- 2. Peak memory ---
+
+CHILD = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+import processor
+asyncio.run(processor.process_file(sys.argv[2], delay=0))
+status = open("/proc/self/status").read()
+print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+"""
+
+
+def peak_memory_mib(path: Path) -> float:
+    """Return the high-water mark of a fresh process that runs process_file on path."""
+    # VmHWM is the child's own peak; ru_maxrss of children can carry the parent's size over.
+    child = subprocess.run([sys.executable, "-c", CHILD, str(REPOSITORY), str(path)],
+                           capture_output=True, text=True, check=True)
+    return int(child.stdout) * 1024 / MIB
+
+
+def measure_memory(small: Path, big: Path, small_rows: int, big_rows: int) -> list[Figure]:
+    small_peak, big_peak = peak_memory_mib(small), peak_memory_mib(big)
+    ratio = big_peak / small_peak
+    return [
+        Figure(f"peak memory, {big_rows:,} rows vs {small_rows:,}",
+               f"{ratio:.2f}x ({big_peak:.1f} vs {small_peak:.1f} MiB)", "<= 1.10x", ratio <= 1.1),
+        Figure(f"peak memory, {big_rows:,} rows", f"{big_peak:.1f} MiB", "<= 30 MiB", big_peak <= 30),
+    ]
+
+
+# --- 3 and 5. Probes: event-loop stalls, files open ---
+
+def open_files_under(folder: Path) -> int:
+    """Count this process's open file descriptors on files inside folder."""
+    count = 0
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{descriptor}").startswith(str(folder))
+    return count
+
+
+class Probe(NamedTuple):
+    worst_stall_s: float
+    most_files_open: int
+
+
+async def run_with_probe(filenames: list[str], folder: Path) -> tuple[processor.BatchResult, Probe]:
+    """Run process_batch at full speed while a task wakes every 5 ms to see how late it is."""
+    worst, most_open = 0.0, 0
+
+    async def probe() -> None:
+        nonlocal worst, most_open
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(0.005)
+            worst = max(worst, loop.time() - asked - 0.005)
+            most_open = max(most_open, open_files_under(folder))
+
+    prober = asyncio.create_task(probe())
+    try:
+        # The monitor's progress lines are not this script's output.
+        with contextlib.redirect_stderr(io.StringIO()):
+            batch = await processor.process_batch(filenames, delay=0)
+    finally:
+        prober.cancel()
+        await asyncio.gather(prober, return_exceptions=True)
+    return batch, Probe(worst, most_open)
+
+
+def measure_responsiveness(paths: list[Path], folder: Path) -> list[Figure]:
+    _, probe = asyncio.run(run_with_probe([str(path) for path in paths], folder))
+    stall_ms = probe.worst_stall_s * 1000
+    return [
+        Figure(f"worst event-loop stall, {len(paths)} files at once", f"{stall_ms:.1f} ms",
+               "<= 20 ms", stall_ms <= 20),
+        Figure(f"files open at once, {len(paths)} large files", f"{probe.most_files_open}",
+               "<= 3 (max_concurrent)", probe.most_files_open <= 3),
+    ]
+
+
+def measure_small_files(folder: Path, files: int) -> list[Figure]:
+    paths = []
+    for number in range(files):
+        path = folder / f"small_{number:04d}.csv"
+        write_rows(path, 10, seed=number)
+        paths.append(str(path))
+    batch, probe = asyncio.run(run_with_probe(paths, folder))
+    per_file_ms = batch["summary"]["elapsed"] / files * 1000
+    assert batch["summary"]["completed_files"] == files
+    return [
+        Figure(f"per-file time, {files:,} files of 10 rows", f"{per_file_ms:.2f} ms", "(reported)", True),
+        # A 10-row file is opened, read and closed between two awaits, so the probe, which
+        # only runs at an await, sees none open: one at a time, never more than three.
+        Figure(f"files open at once, {files:,} small files", f"{probe.most_files_open}",
+               "<= 3 (max_concurrent)", probe.most_files_open <= 3),
+    ]
+
+
+# --- 4. Scheduling ---
+
+def measure_scheduling(folder: Path, rows: int) -> list[Figure]:
+    """Time a batch like the sample data, its largest file last, against the best possible."""
+    paths = generate_samples.write_samples(folder, seed=2024, files=6, rows=rows, bad_rows=0)
+    random.Random(7).shuffle(paths)
+    largest = max(paths, key=lambda path: path.stat().st_size)
+    paths.remove(largest)
+    paths.append(largest)
+    with contextlib.redirect_stderr(io.StringIO()):
+        batch = asyncio.run(processor.process_batch([str(path) for path in paths]))
+    times = [result["processing_time"] for result in batch["results"].values()]
+    # No schedule beats the largest file alone, or all the work spread evenly over the slots.
+    lower_bound = max(max(times), sum(times) / 3)
+    ratio = batch["summary"]["elapsed"] / lower_bound
+    return [Figure("batch time over its lower bound (default delay)",
+                   f"{ratio:.3f} ({batch['summary']['elapsed']:.2f} s vs {lower_bound:.2f} s)",
+                   "<= 1.05", ratio <= 1.05)]
+
+
+# --- 6. Start-up ---
+
+def median_seconds(command: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure_startup(runs: int) -> list[Figure]:
+    bare = median_seconds([sys.executable, "-c", "pass"], runs)
+    help_ = median_seconds([sys.executable, str(REPOSITORY / "processor.py"), "--help"], runs)
+    asyncio_alone = median_seconds([sys.executable, "-c", "import asyncio"], runs)
+    extra_ms = (help_ - bare) * 1000
+    return [
+        Figure("start-up: --help over python -c pass", f"{extra_ms:.0f} ms", "<= 60 ms", extra_ms <= 60),
+        # For scale: the import every run of the program needs, on this machine.
+        Figure("start-up: import asyncio alone over python -c pass",
+               f"{(asyncio_alone - bare) * 1000:.0f} ms", "(reported)", True),
+    ]
+
+
+# --- The table ---
+
+def format_table(figures: list[Figure]) -> str:
+    rows = [("figure", "measured", "target", "")] + [
+        (figure.name, figure.measured, figure.target, "pass" if figure.passed else "FAIL")
+        for figure in figures]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return "\n".join(f"{name:<{widths[0]}}  {measured:<{widths[1]}}  {target:<{widths[2]}}  {verdict}"
+                     for name, measured, target, verdict in rows)
+
+
+def run_all(folder: Path, sizes: Sizes) -> list[Figure]:
+    one = folder / "rows.csv"
+    write_rows(one, sizes.rows)
+    big = folder / "big.csv"
+    write_repeated(one, big, sizes.big_rows // sizes.rows)
+    copies = [folder / f"copy_{number}.csv" for number in range(2)]
+    for copy in copies:
+        shutil.copyfile(one, copy)
+    (folder / "small").mkdir()
+    return (measure_throughput(one, sizes)
+            + measure_memory(one, big, sizes.rows, sizes.big_rows)
+            + measure_responsiveness([one, *copies], folder)
+            + measure_scheduling(folder / "scheduling", sizes.scheduled_rows)
+            + measure_small_files(folder / "small", sizes.small_files)
+            + measure_startup(runs=9 if sizes is FULL else 3))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the figures and their targets; return 0 when every target is met, else 1."""
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data: a smoke test, in seconds")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+        figures = run_all(Path(folder), QUICK if args.quick else FULL)
+    if args.json:
+        print(json.dumps([figure._asdict() for figure in figures], indent=2))
+    else:
+        print(format_table(figures))
+    return 0 if all(figure.passed for figure in figures) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
