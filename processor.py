@@ -287,7 +287,7 @@ def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str])
 
 @dataclass
 class FileTally:
-    """The running statistics of one file, built up one record at a time."""
+    """The running statistics of one file, built up a row or a batch of rows at a time."""
     count: int = 0
     total: Decimal = Decimal(0)
     categories: Counter[str] = field(default_factory=Counter)
