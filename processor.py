@@ -51,7 +51,7 @@ from typing import Iterator, NamedTuple, TextIO, TypedDict
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
 ROWS_PER_YIELD = 100
 MAX_ROW_ERRORS = 100
-MAX_SEEN_DATES = 100_000
+MAX_SEEN_DATES = 10_000
 SPINNER_FRAMES = "\\|/-"
 SPINNER_INTERVAL_S = 0.1
 MONITOR_INTERVAL_S = 2.0
@@ -268,7 +268,7 @@ def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str])
     categories = list(map(str.strip, categories))
     if not (all(categories) and all(map(str.strip, ids)) and all(map(str.strip, customers))):
         return None
-    new_dates = set() if seen_dates.issuperset(dates) else set(dates) - seen_dates
+    new_dates = set(dates) - seen_dates
     if not all(map(is_calendar_date, new_dates)):
         return None
     # Made of nothing but digits, signs and points, an amount is in plain decimal notation

@@ -1,8 +1,10 @@
 """process_file on real files: statistics by hand, file-level errors, line numbers, yielding."""
 import asyncio
 import csv
+import io
 import os
 import signal
+from datetime import date, timedelta
 
 import pytest
 
@@ -374,6 +376,20 @@ async def test_the_fast_path_gives_exactly_what_the_csv_module_and_check_row_giv
     # Lines 102-201 and 403-502 are the batches with nothing odd in them.
     assert fast_path_answers == [False, True, False, False, True, False, False]
     assert {**with_fast_path, "processing_time": 0} == {**without, "processing_time": 0}
+
+
+def test_remembered_dates_stop_at_a_bound_and_the_date_range_stays_right(monkeypatch):
+    monkeypatch.setattr(processor, "MAX_SEEN_DATES", 150)
+    days = [date(2024, 1, 1) + timedelta(days=n) for n in range(400)]
+    rows = "".join(good(n, day=day.isoformat()) for n, day in enumerate(reversed(days)))
+    reader = processor.BatchReader(io.StringIO(HEADER + rows))
+    tally = processor.FileTally()
+
+    while reader.fold_batch(tally) == processor.ROWS_PER_YIELD:
+        pass
+
+    assert len(reader.seen_dates) == 200  # 100 after the first batch, 200 after the second
+    assert (tally.count, tally.earliest, tally.latest) == (400, "2024-01-01", "2025-02-03")
 
 
 @pytest.mark.asyncio
