@@ -237,20 +237,23 @@ def check_row(fields: list[str], columns: Columns) -> Transaction | str:
 # dozen Python steps per row: that makes reading about four times faster (benchmarks/bench.py).
 # It applies the same rules as check_row; a batch it is unsure of goes to check_row, row by row.
 def is_simple_text(text: str) -> bool:
-    """Whether text is whole lines that csv would split at every comma: no quotes, no bad bytes."""
+    """Whether text is whole lines that csv would split at every comma: no quotes, no bad bytes,
+    and too short to hold a field over the csv module's size limit."""
     return (text.endswith("\n") and '"' not in text and "\r" not in text
             and len(text) <= csv.field_size_limit() and not is_undecodable(text))
 
 
 def split_simple_lines(lines: list[str], width: int) -> list[str] | None:
-    """Return the fields of lines that are simple and `width` fields long, each row ending in a
-    "\n" field; None if any line is not."""
+    """Return the fields of a batch of simple lines, each row followed by a "\n" field, or None if
+    a line is not simple or not `width` fields long."""
     text = "".join(lines).replace("\r\n", "\n")
     if not is_simple_text(text):
         return None
     fields = text.replace("\n", ",\n,").split(",")[:-1]
+    # Every (width + 1)th field must be a newline: one line with a field too many or too few
+    # moves the newlines after it out of step, even if another line makes the count up.
     if len(fields) != (width + 1) * len(lines) or fields[width::width + 1].count("\n") != len(lines):
-        return None  # some line has too many or too few fields
+        return None
     return fields
 
 
