@@ -271,7 +271,8 @@ def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str])
     categories = list(map(str.strip, categories))
     if not (all(categories) and all(map(str.strip, ids)) and all(map(str.strip, customers))):
         return None
-    new_dates = set(dates) - seen_dates
+    # Most batches hold only dates seen before, and asking that is cheaper than building a set.
+    new_dates = set() if seen_dates.issuperset(dates) else set(dates) - seen_dates
     if not all(map(is_calendar_date, new_dates)):
         return None
     # Made of nothing but digits, signs and points, an amount is in plain decimal notation
