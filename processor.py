@@ -249,7 +249,8 @@ def split_simple_lines(lines: list[str], width: int) -> list[str] | None:
     text = "".join(lines).replace("\r\n", "\n")
     if not is_simple_text(text):
         return None
-    fields = text.replace("\n", ",\n,").split(",")[:-1]
+    fields = text.replace("\n", ",\n,").split(",")
+    fields.pop()  # the empty field after the last newline
     # Every (width + 1)th field must be a newline: one line with a field too many or too few
     # moves the newlines after it out of step, even if another line makes the count up.
     if len(fields) != (width + 1) * len(lines) or fields[width::width + 1].count("\n") != len(lines):
