@@ -47,7 +47,7 @@ class Sizes(NamedTuple):
     big_rows: int  # the second memory file: rows x 5
     small_files: int
     scheduled_rows: int  # over six files, like the sample data: 1/6 of them in the first, ...
-    runs: int  # of each timed step; the best (or the median) is kept
+    runs: int  # of each throughput reader; the best counts
 
 
 FULL = Sizes(rows=1_000_000, big_rows=5_000_000, small_files=1_000, scheduled_rows=3600, runs=8)
