@@ -114,7 +114,7 @@ def best_rows_per_second(readers: list[Callable[[Path], int]], path: Path,
                          runs: int) -> dict[str, float]:
     """Return each reader's best speed over several runs.
 
-    This machine's speed wanders from one second to the next, so the readers take turns, in a
+    A shared machine's speed can wander from one second to the next, so the readers take turns, in a
     new order each run, and each keeps its best: the speed it reached when the machine let it.
     Time is the process's CPU time, which leaves out moments the machine gave to others.
     """
