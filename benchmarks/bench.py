@@ -114,9 +114,9 @@ def best_rows_per_second(readers: list[Callable[[Path], int]], path: Path,
                          runs: int) -> dict[str, float]:
     """Return each reader's best speed over several runs.
 
-    A shared machine's speed can wander from one second to the next, so the readers take turns, in a
-    new order each run, and each keeps its best: the speed it reached when the machine let it.
-    Time is the process's CPU time, which leaves out moments the machine gave to others.
+    A shared machine's speed can wander from one second to the next, so the readers take turns,
+    in a new order each run, and each keeps its best: the speed it reached when the machine let
+    it. Time is the process's CPU time, which leaves out moments the machine gave to others.
     """
     best = {read.__name__: 0.0 for read in readers}
     for run in range(runs):
