@@ -36,17 +36,23 @@ import itertools
 import json
 import math
 import os
+import queue
 import re
 import stat
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import Iterator, NamedTuple, TextIO, TypedDict
+from typing import TYPE_CHECKING, Iterator, NamedTuple, TextIO, TypedDict
+
+if TYPE_CHECKING:
+    import sqlite3  # imported where --db uses it, so that a run without it does not pay for it
 
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
 ROWS_PER_YIELD = 100
@@ -60,6 +66,7 @@ REPORT_ROW_ERRORS = 5
 
 EXIT_OK = 0
 EXIT_FILE_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a program stopped by Ctrl-C
 
 # Decimal's default context keeps 28 significant digits, so a long enough sum would be rounded.
@@ -608,7 +615,8 @@ def largest_first(filenames: list[str]) -> list[str]:
 
 
 async def process_in_slot(filename: str, semaphore: asyncio.Semaphore,
-                          results: dict[str, FileResult], delay: float) -> None:
+                          results: dict[str, FileResult], delay: float,
+                          db: "DatabaseWriter | None") -> None:
     """Process one file once the semaphore has a free slot, and record its result."""
     # Every file's task starts at once, but only max_concurrent of them get past this line at a
     # time; the rest wait here, holding nothing, until a file finishes and frees its slot.
@@ -620,15 +628,19 @@ async def process_in_slot(filename: str, semaphore: asyncio.Semaphore,
             # not take the other files' results down with it.
             result = blank_result(filename, "error", error=f"unexpected {type(error).__name__}: {error}")
     results[filename] = result
+    if db is not None:
+        db.save(result)
 
 
 async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay: float = 0.1,
-                        results: dict[str, FileResult] | None = None) -> BatchResult:
+                        results: dict[str, FileResult] | None = None,
+                        db: "DatabaseWriter | None" = None) -> BatchResult:
     """Return each file's result, in input order, and a summary of the batch.
 
     A name listed twice is processed once. At most max_concurrent files are processed at any
     moment. Pass `results` to have it filled as files finish: if the batch is cancelled, it
-    still holds what finished (summarize_batch reports the rest as cancelled).
+    still holds what finished (summarize_batch reports the rest as cancelled). Pass `db` to
+    have each result saved as its file finishes; the batch ends its writer thread.
     """
     if max_concurrent < 1:
         raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
@@ -646,7 +658,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         # files fill the other slots around it. The report still follows the input order.
         # gather, not a TaskGroup: process_in_slot turns failures into results, and a TaskGroup
         # would cancel every other file as soon as one raised.
-        await asyncio.gather(*(process_in_slot(name, semaphore, results, delay)
+        await asyncio.gather(*(process_in_slot(name, semaphore, results, delay, db)
                                for name in largest_first(names)))
         elapsed = time.perf_counter() - started
         await monitor
@@ -658,6 +670,8 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         monitor.cancel()
         await asyncio.gather(spinner, monitor, return_exceptions=True)
         bytes_read_board.reset(board_token)
+        if db is not None:
+            await db.finish(names, results)
     return summarize_batch(names, results, elapsed)
 
 
@@ -774,13 +788,193 @@ def format_json(batch: BatchResult) -> str:
     return json.dumps(batch, indent=2)
 
 
-def exit_code(batch: BatchResult, interrupted: bool) -> int:
-    """Return the exit status: 130 after Ctrl-C, else 1 if any file failed, else 0."""
+def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) -> int:
+    """Return the exit status: 130 after Ctrl-C, else 1 if any file failed or a result could
+    not be saved, else 0."""
     if interrupted:
         return EXIT_INTERRUPTED
-    if any(result["status"] != "completed" for result in batch["results"].values()):
+    if not all_saved or any(result["status"] != "completed" for result in batch["results"].values()):
         return EXIT_FILE_ERROR
     return EXIT_OK
+
+
+# --- Saving results to SQLite (--db) ---
+
+# Every sqlite3 call waits for the disk, and a database another program has locked can make one
+# wait for seconds: on the event loop's thread that would freeze every file, the spinner and
+# Ctrl-C. So a writer thread owns the only connection, and the loop hands it each result through
+# a queue.Queue: put() on a queue with no size limit returns at once, and the queue does the
+# locking between the two threads. The thread writes results in the order they come, until the
+# sentinel that ends the batch.
+
+DATABASE_TIMEOUT_S = 5.0  # how long a write waits for another program's lock before it fails
+
+DATABASE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id            INTEGER PRIMARY KEY,
+    started_at          TEXT NOT NULL,  -- ISO-8601, UTC
+    finished_at         TEXT,           -- NULL while the batch runs
+    state               TEXT NOT NULL,  -- running, completed or interrupted
+    max_concurrent      INTEGER NOT NULL,
+    delay               REAL NOT NULL,
+    file_count          INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS file_results (
+    batch_id            INTEGER NOT NULL REFERENCES batches,
+    filename            TEXT NOT NULL,
+    status              TEXT NOT NULL,  -- completed, error or cancelled
+    total_transactions  INTEGER NOT NULL,
+    total_amount        TEXT NOT NULL,  -- the exact sum as decimal text: a REAL would round it
+    average_transaction REAL NOT NULL,
+    top_category        TEXT,
+    earliest_date       TEXT,
+    latest_date         TEXT,
+    processing_time     REAL NOT NULL,
+    invalid_rows        INTEGER NOT NULL,
+    error               TEXT,
+    saved_at            TEXT NOT NULL,  -- ISO-8601, UTC
+    PRIMARY KEY (batch_id, filename)
+);
+CREATE TABLE IF NOT EXISTS rejected_rows (  -- a file's row_errors: its first 100 rejected rows
+    batch_id            INTEGER NOT NULL,
+    filename            TEXT NOT NULL,
+    line                INTEGER NOT NULL,
+    reason              TEXT NOT NULL,
+    FOREIGN KEY (batch_id, filename) REFERENCES file_results
+);
+"""
+
+
+class DatabaseUnusable(Exception):
+    """The --db path cannot be opened or written as a SQLite database."""
+
+
+class BatchEnd(NamedTuple):
+    """The writer thread's sentinel: no more results, and the batch's final state."""
+    state: str  # "completed" or "interrupted"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def stored_text(text: str) -> str:
+    """Return text SQLite can store: a file name's bytes that were not UTF-8 written as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def open_database(path: str, batch: tuple[int, float, int]) -> tuple["sqlite3.Connection", int]:
+    """Open the database, create its tables if missing and add a running batch; return its id.
+
+    Adding the batch is the first write, so a database that cannot be written fails here.
+    """
+    import sqlite3
+    # sqlite3 says only "unable to open database file" for these two.
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise IsADirectoryError("it is a directory")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"there is no folder {folder}")
+    connection = sqlite3.connect(path, timeout=DATABASE_TIMEOUT_S)
+    try:
+        # In WAL mode `sqlite3 results.db` can read while the batch writes, neither blocking the other.
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.executescript(DATABASE_SCHEMA)
+        with connection:
+            batch_id = connection.execute(
+                "INSERT INTO batches (started_at, state, max_concurrent, delay, file_count)"
+                " VALUES (?, 'running', ?, ?, ?)", (utc_now(), *batch)).lastrowid
+    except BaseException:
+        connection.close()
+        raise
+    assert batch_id is not None
+    return connection, batch_id
+
+
+def save_result(connection: "sqlite3.Connection", batch_id: int, result: FileResult) -> None:
+    """Write one file's result and its listed rejected rows."""
+    filename = stored_text(result["filename"])
+    dates = result["date_range"]
+    # One transaction: a reader sees the file whole or not at all, even if the program dies.
+    with connection:
+        connection.execute(
+            "INSERT INTO file_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (batch_id, filename, result["status"], result["total_transactions"],
+             result["total_amount_exact"], result["average_transaction"], result["top_category"],
+             dates["earliest"], dates["latest"], result["processing_time"],
+             result["invalid_rows"], result["error"], utc_now()))
+        connection.executemany(
+            "INSERT INTO rejected_rows VALUES (?, ?, ?, ?)",
+            [(batch_id, filename, error["line"], error["reason"]) for error in result["row_errors"]])
+
+
+def end_batch(connection: "sqlite3.Connection", batch_id: int, state: str) -> None:
+    with connection:
+        connection.execute("UPDATE batches SET state = ?, finished_at = ? WHERE batch_id = ?",
+                           (state, utc_now(), batch_id))
+
+
+class DatabaseWriter:
+    """Saves one batch's results to a SQLite database, from a thread of its own, as files finish."""
+
+    def __init__(self, path: str, filenames: list[str], *, max_concurrent: int,
+                 delay: float) -> None:
+        """Start the writer thread and wait until it has opened the database and added the batch.
+
+        Raises DatabaseUnusable, before any file is processed, if the path cannot be used.
+        """
+        self.path = path
+        self.inbox: queue.Queue[FileResult | BatchEnd] = queue.Queue()
+        self.failures: list[str] = []  # one line per write that failed
+        opened: Future[int] = Future()
+        # A daemon thread never keeps the program from exiting; finish() waits for this one.
+        self.thread = threading.Thread(
+            target=self.write_batch, args=(opened, (max_concurrent, delay, len(filenames))),
+            name="database writer", daemon=True)
+        self.thread.start()
+        self.batch_id = opened.result()
+
+    def save(self, result: FileResult) -> None:
+        """Hand a finished file's result to the writer thread; returns at once."""
+        self.inbox.put_nowait(result)
+
+    async def finish(self, filenames: list[str], results: dict[str, FileResult]) -> None:
+        """Save the files with no result as cancelled, end the batch, and wait for the thread."""
+        unfinished = [name for name in filenames if name not in results]
+        for name in unfinished:
+            self.save(blank_result(name, "cancelled"))
+        self.inbox.put_nowait(BatchEnd("interrupted" if unfinished else "completed"))
+        # join() blocks, so it waits in a thread of the loop's executor, leaving the loop free.
+        await asyncio.to_thread(self.thread.join)
+
+    def write_batch(self, opened: "Future[int]", batch: tuple[int, float, int]) -> None:
+        """The writer thread: open the database, then write what comes until the sentinel."""
+        try:
+            connection, batch_id = open_database(self.path, batch)
+        except Exception as error:
+            # Whatever stops the open, the caller waiting in __init__ must hear of it.
+            opened.set_exception(DatabaseUnusable(f"cannot use {self.path} as a SQLite database: {error}"))
+            return
+        opened.set_result(batch_id)
+        try:
+            while not isinstance(message := self.inbox.get(), BatchEnd):
+                try:
+                    save_result(connection, batch_id, message)
+                except Exception as error:
+                    # Each file is its own transaction: one that fails leaves the others to be saved.
+                    self.failures.append(f"{message['filename']}: {error}")
+            end_batch(connection, batch_id, message.state)
+        except Exception as error:
+            self.failures.append(f"the batch's final state: {error}")
+        finally:
+            connection.close()
+
+    def outcome(self) -> str:
+        """Return one line for the user: where the batch was saved, or which writes failed."""
+        if not self.failures:
+            return f"Saved to {self.path} as batch {self.batch_id}"
+        return (f"processor.py: could not save to {self.path} (batch {self.batch_id}): "
+                f"{plural(len(self.failures), 'write')} failed, the first: {self.failures[0]}")
 
 
 # --- The command line ---
@@ -848,6 +1042,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="print the results as JSON instead of the report (default: off)")
+    parser.add_argument("--db", metavar="PATH",
+                        help="also save the batch, each file as it finishes, to this SQLite "
+                             "database, created if missing; each run adds a batch "
+                             "(default: not saved)")
     return parser
 
 
@@ -879,6 +1077,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"processor.py: no *.csv files in {directory}", file=sys.stderr)
     if not filenames:
         parser.error("no CSV files to process")
+    db = None
+    if args.db:
+        try:
+            db = DatabaseWriter(args.db, filenames, max_concurrent=args.max_concurrent,
+                                delay=args.delay)
+        except DatabaseUnusable as error:
+            parser.exit(EXIT_USAGE, f"processor.py: error: {error}\n")
     format_output = format_json if args.json else format_report
     results: dict[str, FileResult] = {}
     started = time.perf_counter()
@@ -887,7 +1092,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Processing {plural(len(filenames), 'file')}, up to "
               f"{args.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         batch = asyncio.run(process_batch(filenames, max_concurrent=args.max_concurrent,
-                                          delay=args.delay, results=results))
+                                          delay=args.delay, results=results, db=db))
     except KeyboardInterrupt:
         interrupted = True
         batch = summarize_batch(filenames, results, time.perf_counter() - started)
@@ -897,7 +1102,9 @@ def main(argv: list[str] | None = None) -> int:
                       if result["status"] == "cancelled"]
         print("Interrupted: " + (f"not finished: {', '.join(unfinished)}" if unfinished
                                  else "every file had finished"), file=sys.stderr)
-    return exit_code(batch, interrupted)
+    if db is not None:
+        print(db.outcome(), file=sys.stderr)
+    return exit_code(batch, interrupted, all_saved=db is None or not db.failures)
 
 
 if __name__ == "__main__":
