@@ -78,6 +78,13 @@ def test_exit_status(statuses, interrupted, code):
     assert exit_code(batch, interrupted) == code
 
 
+def test_a_result_that_could_not_be_saved_makes_the_exit_status_1_unless_interrupted():
+    batch = {"results": {"a": blank_result("a", "completed")}}
+
+    assert exit_code(batch, False, all_saved=False) == 1
+    assert exit_code(batch, True, all_saved=False) == 130
+
+
 @pytest.mark.parametrize("count, text", [(1, "1 file"), (0, "0 files"), (1200, "1,200 files")])
 def test_counts_of_files_read_as_english(count, text):
     assert plural(count, "file") == text

@@ -1,0 +1,276 @@
+"""--db: each result saved by a writer thread as its file finishes, whole or not at all."""
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+import processor
+from processor import DatabaseWriter, main, process_batch
+
+PROCESSOR = str(Path(__file__).resolve().parent.parent / "processor.py")
+HEADER = "transaction_id,customer_id,amount,date,category\n"
+# A float cannot hold the total: near 1.2e16 floats are 2 apart.
+EXACT_FILE = (HEADER + "T1,C1,12345678901234567.89,2024-03-01,rent\n"
+              "T2,C2,0.01,2024-01-15,fuel\n"
+              "T3,C3,$5.00,2024-02-01,fuel\n"
+              "T4,C4,0.01,2024-02-10,fuel\n")
+FILE_COLUMNS = ("batch_id, filename, status, total_transactions, total_amount, average_transaction, "
+                "top_category, earliest_date, latest_date, invalid_rows, error")
+
+
+def query(path: str, sql: str) -> list[tuple]:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def start_writer(path: str, filenames: list[str]) -> DatabaseWriter:
+    return DatabaseWriter(path, filenames, max_concurrent=3, delay=0)
+
+
+@pytest.mark.asyncio
+async def test_the_database_holds_each_result_exactly_and_its_rejected_rows(write_csv, tmp_path):
+    exact = write_csv("exact.csv", EXACT_FILE)
+    missing = str(tmp_path / "missing.csv")
+    path = str(tmp_path / "results.db")
+
+    await process_batch([exact, missing], delay=0, db=start_writer(path, [exact, missing]))
+
+    assert query(path, f"SELECT {FILE_COLUMNS} FROM file_results ORDER BY filename") == [
+        # 12345678901234567.89 + 0.01 + 0.01; the average is that over 3, rounded to a float
+        (1, exact, "completed", 3, "12345678901234567.91", 4115226300411522.5, "fuel",
+         "2024-01-15", "2024-03-01", 1, None),
+        (1, missing, "error", 0, "0", 0.0, None, None, None, 0, "No such file or directory"),
+    ]
+    assert query(path, "SELECT * FROM rejected_rows") == [
+        (1, exact, 4, "amount '$5.00' is not a plain decimal number")]
+
+
+@pytest.mark.asyncio
+async def test_the_batch_row_has_its_options_utc_times_and_final_state(write_csv, tmp_path):
+    first = write_csv("first.csv", EXACT_FILE)
+    path = str(tmp_path / "results.db")
+    before = datetime.now(timezone.utc)
+
+    await process_batch([first], delay=0, db=start_writer(path, [first]))
+
+    [(batch_id, started, finished, state, max_concurrent, delay, file_count)] = query(
+        path, "SELECT * FROM batches")
+    assert (batch_id, state, max_concurrent, delay, file_count) == (1, "completed", 3, 0.0, 1)
+    assert started.endswith("+00:00") and finished.endswith("+00:00")
+    # ISO-8601 text to the millisecond: the start is at most 1 ms before the clock was read here.
+    assert (before - datetime.fromisoformat(started)).total_seconds() < 0.001
+    assert datetime.fromisoformat(started) <= datetime.fromisoformat(finished)
+
+
+@pytest.mark.asyncio
+async def test_every_sqlite_call_runs_off_the_event_loop_and_the_writer_ends_with_the_batch(
+        write_csv, tmp_path, monkeypatch):
+    threads_calling: list[int] = []
+    real_connect = sqlite3.connect
+
+    class RecordingConnection(sqlite3.Connection):
+        def execute(self, *args):
+            threads_calling.append(threading.get_ident())
+            return super().execute(*args)
+
+        def executemany(self, *args):
+            threads_calling.append(threading.get_ident())
+            return super().executemany(*args)
+
+        def executescript(self, *args):
+            threads_calling.append(threading.get_ident())
+            return super().executescript(*args)
+
+    def recording_connect(*args, **kwargs):
+        threads_calling.append(threading.get_ident())
+        return real_connect(*args, factory=RecordingConnection, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", recording_connect)
+    names = [write_csv(f"{n}.csv", EXACT_FILE) for n in range(3)]
+    writer = start_writer(str(tmp_path / "results.db"), names)
+
+    await process_batch(names, delay=0, db=writer)
+
+    loop_thread = threading.get_ident()
+    # connect, WAL, schema, the batch, 3 files with a rejected row each (2 calls), the batch's end
+    assert len(threads_calling) == 11
+    assert loop_thread not in threads_calling
+    assert not writer.thread.is_alive()
+
+
+@pytest.mark.asyncio
+async def test_a_file_is_saved_as_it_finishes_and_a_cancelled_batch_is_interrupted(
+        write_csv, tmp_path, monkeypatch):
+    quick = write_csv("quick.csv", EXACT_FILE)
+    stuck = write_csv("stuck.csv", EXACT_FILE)
+    path = str(tmp_path / "results.db")
+    real_process_file = processor.process_file
+
+    async def never_ending(filename, **options):
+        if filename == stuck:
+            await asyncio.Event().wait()
+        return await real_process_file(filename, **options)
+
+    monkeypatch.setattr(processor, "process_file", never_ending)
+    writer = start_writer(path, [quick, stuck])
+    batch = asyncio.create_task(process_batch([quick, stuck], delay=0, db=writer))
+    deadline = time.monotonic() + 10
+    while not query(path, "SELECT * FROM file_results") and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    saved_while_running = query(path, "SELECT filename, status FROM file_results")
+
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+
+    assert saved_while_running == [(quick, "completed")]
+    assert query(path, "SELECT filename, status FROM file_results") == [
+        (quick, "completed"), (stuck, "cancelled")]
+    assert query(path, "SELECT state, finished_at IS NOT NULL FROM batches") == [("interrupted", 1)]
+    assert not writer.thread.is_alive()
+
+
+def test_ctrl_c_leaves_the_finished_files_in_the_database_and_the_batch_interrupted(
+        write_csv, tmp_path):
+    quick = write_csv("quick.csv", EXACT_FILE)
+    slow = write_csv("slow.csv", HEADER + "".join(f"T{n},C1,1.00,2024-01-01,a\n" for n in range(1000)))
+    path = str(tmp_path / "results.db")
+    # SIGINT is ignored in processes started in the background; the program must see it here.
+    child = subprocess.Popen(
+        [sys.executable, PROCESSOR, "--delay", "1", "--db", path, quick, slow],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and query(path, "SELECT * FROM file_results"):
+            break
+        time.sleep(0.05)
+
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=30)
+
+    assert child.returncode == 130
+    assert query(path, f"SELECT {FILE_COLUMNS} FROM file_results") == [
+        (1, quick, "completed", 3, "12345678901234567.91", 4115226300411522.5, "fuel",
+         "2024-01-15", "2024-03-01", 1, None),
+        (1, slow, "cancelled", 0, "0", 0.0, None, None, None, 0, None),
+    ]
+    assert query(path, "SELECT state FROM batches") == [("interrupted",)]
+    assert f"Saved to {path} as batch 1" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_second_run_adds_a_batch_and_leaves_the_first_untouched(write_csv, tmp_path, capsys):
+    first = write_csv("first.csv", EXACT_FILE)
+    second = write_csv("second.csv", HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    path = str(tmp_path / "results.db")
+    assert main(["--delay", "0", "--db", path, first]) == 0
+    first_batch = [query(path, f"SELECT * FROM {table}")
+                   for table in ("batches", "file_results", "rejected_rows")]
+
+    assert main(["--delay", "0", "--db", path, second]) == 0
+
+    assert [query(path, f"SELECT * FROM {table} WHERE batch_id = 1")
+            for table in ("batches", "file_results", "rejected_rows")] == first_batch
+    assert query(path, "SELECT batch_id, state, file_count FROM batches WHERE batch_id = 2") == [
+        (2, "completed", 1)]
+    assert query(path, "SELECT filename, total_amount FROM file_results WHERE batch_id = 2") == [
+        (second, "2.50")]
+    assert f"Saved to {path} as batch 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, reason", [
+    (".", "it is a directory"),
+    ("absent/results.db", "there is no folder {folder}/absent"),
+    ("notes.db", "file is not a database"),
+], ids=["directory", "missing-folder", "not-a-database"])
+def test_an_unusable_database_path_exits_2_with_one_line_before_any_file(
+        name, reason, write_csv, tmp_path):
+    data = write_csv("data.csv", EXACT_FILE)
+    (tmp_path / "notes.db").write_text("These are notes, not a database. " * 10)
+    path = os.path.join(tmp_path, name)
+
+    done = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", "--db", path, data],
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"processor.py: error: cannot use {path} as a SQLite database: "
+        + reason.format(folder=tmp_path)]
+
+
+def refuse_rejected_rows_of(path: str, name_ending: str) -> None:
+    """Make the database fail as a full disk would when a file's rejected rows are written,
+    after its result row: the whole file's transaction must roll back."""
+    connection = sqlite3.connect(path)
+    connection.executescript(processor.DATABASE_SCHEMA + f"""
+        CREATE TRIGGER refuse BEFORE INSERT ON rejected_rows WHEN NEW.filename LIKE '%{name_ending}'
+        BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;""")
+    connection.close()
+
+
+def test_a_write_that_fails_mid_batch_is_one_line_the_report_is_whole_and_the_exit_is_1(
+        write_csv, tmp_path, capsys):
+    kept = write_csv("kept.csv", HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    refused = write_csv("refused.csv", EXACT_FILE)
+    path = str(tmp_path / "results.db")
+    refuse_rejected_rows_of(path, "refused.csv")
+
+    code = main(["--delay", "0", "--db", path, kept, refused])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert [line.split()[:2] for line in out.splitlines()[2:4]] == [
+        [kept, "completed"], [refused, "completed"]]
+    assert [line for line in err.splitlines() if "could not save" in line] == [
+        f"processor.py: could not save to {path} (batch 1): 1 write failed, the first: "
+        f"{refused}: database or disk is full"]
+    # The refused file's result row went with its rejected row: saved whole or not at all.
+    assert query(path, "SELECT filename FROM file_results") == [(kept,)]
+    assert query(path, "SELECT * FROM rejected_rows") == []
+    assert query(path, "SELECT state FROM batches") == [("completed",)]
+
+
+@pytest.mark.asyncio
+async def test_a_database_locked_beyond_the_timeout_fails_the_writes_not_the_batch(
+        write_csv, tmp_path, monkeypatch):
+    monkeypatch.setattr(processor, "DATABASE_TIMEOUT_S", 0.05)
+    data = write_csv("data.csv", EXACT_FILE)
+    path = str(tmp_path / "results.db")
+    writer = start_writer(path, [data])
+    other_program = sqlite3.connect(path, isolation_level=None)
+    other_program.execute("BEGIN IMMEDIATE")  # holds the write lock until it rolls back
+    try:
+        batch = await process_batch([data], delay=0, db=writer)
+    finally:
+        other_program.execute("ROLLBACK")
+        other_program.close()
+
+    assert batch["results"][data]["status"] == "completed"
+    assert writer.failures == [f"{data}: database is locked",
+                               "the batch's final state: database is locked"]
+    assert not writer.thread.is_alive()
+
+
+@pytest.mark.asyncio
+async def test_a_file_name_that_is_not_utf8_is_saved_with_its_bytes_escaped(write_csv, tmp_path):
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.csv")
+    Path(name).write_text(HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    path = str(tmp_path / "results.db")
+
+    await process_batch([name], delay=0, db=start_writer(path, [name]))
+
+    assert query(path, "SELECT filename, status FROM file_results") == [
+        (f"{tmp_path}/caf\\xe9.csv", "completed")]
