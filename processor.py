@@ -1,6 +1,6 @@
 """Process a batch of transaction CSV files concurrently and report their statistics.
 
-Usage: python processor.py [--max-concurrent N] [--delay SECONDS] [--json] FILE_OR_DIR ...
+Usage: python processor.py [options] FILE_OR_DIR ...    (python processor.py --help for the options)
 
 Up to three files are read at a time (asyncio, one thread); a spinner and a progress line
 keep the user company on stderr, and the report goes to stdout:
@@ -24,6 +24,7 @@ Sections, in reading order (each starts with a `# --- Name ---` comment):
     The monitor        monitor_progress: a progress line every 2 seconds
     The coordinator    process_batch: largest files first, the semaphore, gather, cleanup in finally
     The report         the human report, the JSON, and the exit status
+    Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
     The command line   parsing arguments, and main
 """
 
@@ -798,7 +799,7 @@ def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) 
     return EXIT_OK
 
 
-# --- Saving results to SQLite (--db) ---
+# --- Saving to SQLite ---
 
 # Every sqlite3 call waits for the disk, and a database another program has locked can make one
 # wait for seconds: on the event loop's thread that would freeze every file, the spinner and
@@ -849,6 +850,13 @@ class DatabaseUnusable(Exception):
     """The --db path cannot be opened or written as a SQLite database."""
 
 
+class BatchOptions(NamedTuple):
+    """What the batches table records of how a batch was run."""
+    max_concurrent: int
+    delay: float
+    file_count: int
+
+
 class BatchEnd(NamedTuple):
     """The writer thread's sentinel: no more results, and the batch's final state."""
     state: str  # "completed" or "interrupted"
@@ -863,7 +871,7 @@ def stored_text(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def open_database(path: str, batch: tuple[int, float, int]) -> tuple["sqlite3.Connection", int]:
+def open_database(path: str, options: BatchOptions) -> tuple["sqlite3.Connection", int]:
     """Open the database, create its tables if missing and add a running batch; return its id.
 
     Adding the batch is the first write, so a database that cannot be written fails here.
@@ -883,7 +891,7 @@ def open_database(path: str, batch: tuple[int, float, int]) -> tuple["sqlite3.Co
         with connection:
             batch_id = connection.execute(
                 "INSERT INTO batches (started_at, state, max_concurrent, delay, file_count)"
-                " VALUES (?, 'running', ?, ?, ?)", (utc_now(), *batch)).lastrowid
+                " VALUES (?, 'running', ?, ?, ?)", (utc_now(), *options)).lastrowid
     except BaseException:
         connection.close()
         raise
@@ -927,10 +935,10 @@ class DatabaseWriter:
         self.inbox: queue.Queue[FileResult | BatchEnd] = queue.Queue()
         self.failures: list[str] = []  # one line per write that failed
         opened: Future[int] = Future()
+        options = BatchOptions(max_concurrent, delay, len(filenames))
         # A daemon thread never keeps the program from exiting; finish() waits for this one.
-        self.thread = threading.Thread(
-            target=self.write_batch, args=(opened, (max_concurrent, delay, len(filenames))),
-            name="database writer", daemon=True)
+        self.thread = threading.Thread(target=self.write_batch, args=(opened, options),
+                                       name="database writer", daemon=True)
         self.thread.start()
         self.batch_id = opened.result()
 
@@ -947,13 +955,14 @@ class DatabaseWriter:
         # join() blocks, so it waits in a thread of the loop's executor, leaving the loop free.
         await asyncio.to_thread(self.thread.join)
 
-    def write_batch(self, opened: "Future[int]", batch: tuple[int, float, int]) -> None:
+    def write_batch(self, opened: Future[int], options: BatchOptions) -> None:
         """The writer thread: open the database, then write what comes until the sentinel."""
         try:
-            connection, batch_id = open_database(self.path, batch)
+            connection, batch_id = open_database(self.path, options)
         except Exception as error:
             # Whatever stops the open, the caller waiting in __init__ must hear of it.
-            opened.set_exception(DatabaseUnusable(f"cannot use {self.path} as a SQLite database: {error}"))
+            opened.set_exception(
+                DatabaseUnusable(f"cannot use {self.path} as a SQLite database: {error}"))
             return
         opened.set_result(batch_id)
         try:
@@ -1014,15 +1023,24 @@ the end with the other slots idle; the report keeps the order of the command lin
 
 Progress (spinner, a line every 2 s) goes to stderr; the report or JSON to stdout.
 
+With --db, each run adds a row to the table batches (times, options, state: running,
+completed or interrupted), each file's result goes to file_results as soon as the file
+finishes (total_amount as exact decimal text), and its listed rejected rows to
+rejected_rows. The database can be queried while a batch runs. After Ctrl-C the files
+that finished are saved, the others saved as cancelled, and the batch reads interrupted.
+
 exit status:
   0    every file completed (some rows may have been rejected)
-  1    at least one file could not be processed (missing, unreadable, empty, bad header)
-  2    usage error: no files (or a directory with no *.csv files), a bad option value
+  1    at least one file could not be processed (missing, unreadable, empty, bad header),
+       or a result could not be saved to the --db database
+  2    usage error: no files (or a directory with no *.csv files), a bad option value,
+       a --db path that cannot be used as a SQLite database
   130  interrupted by Ctrl-C: the files that finished are reported, the rest named
 
 example:
   python processor.py sample_data/*.csv
   python processor.py --json --delay 0 sample_data | jq .summary
+  python processor.py --db results.db sample_data
 """
 
 
