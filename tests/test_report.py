@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from processor import blank_result, exit_code, format_amount, format_json, format_report, plural
+from processor import (blank_result, exit_code, format_amount, format_json, format_report,
+                       format_speedup, plural)
 
 
 @pytest.mark.parametrize("exact, shown", [
@@ -58,6 +59,10 @@ def test_report_gives_each_error_with_its_reason_and_the_batch_totals():
             "7 rows rejected") in report
     assert report.endswith("Elapsed 1.00 s; one after another the files took 2.00 s, "
                            "so running them concurrently was 2.0x faster.")
+
+
+def test_a_batch_interrupted_before_any_file_finished_claims_no_speed_up():
+    assert format_speedup(2.5, 0.0) == "Elapsed 2.50 s; one after another the files took 0.00 s."
 
 
 def test_json_carries_every_figure_unrounded():
