@@ -1010,6 +1010,13 @@ def non_negative_seconds(text: str) -> float:
     return value
 
 
+def file_path(text: str) -> str:
+    """Parse an option value that must name a file: an empty one would be no file at all."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 EPILOG = """\
 A valid row has every required column (transaction_id, customer_id, amount, date,
 category: any order, any case, extra columns ignored), as many fields as the header,
@@ -1060,7 +1067,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="print the results as JSON instead of the report (default: off)")
-    parser.add_argument("--db", metavar="PATH",
+    parser.add_argument("--db", type=file_path, metavar="PATH",
                         help="also save the batch, each file as it finishes, to this SQLite "
                              "database, created if missing; each run adds a batch "
                              "(default: not saved)")
@@ -1096,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
     if not filenames:
         parser.error("no CSV files to process")
     db = None
-    if args.db:
+    if args.db is not None:
         try:
             db = DatabaseWriter(args.db, filenames, max_concurrent=args.max_concurrent,
                                 delay=args.delay)

@@ -47,9 +47,9 @@ def test_a_file_that_cannot_be_processed_exits_1_and_is_still_reported(write_csv
 @pytest.mark.parametrize("args", [
     [], ["--max-concurrent", "0", "x.csv"], ["--max-concurrent", "two", "x.csv"],
     ["--delay", "-1", "x.csv"], ["--delay", "nan", "x.csv"], ["--delay", "inf", "x.csv"],
-    ["--colour", "x.csv"],
+    ["--colour", "x.csv"], ["--db", "", "x.csv"],
 ], ids=["no-files", "zero-slots", "word-slots", "negative-delay", "nan-delay", "inf-delay",
-        "unknown-option"])
+        "unknown-option", "empty-db-path"])
 def test_usage_errors_exit_2_with_a_one_line_message(args):
     done = run(*args)
 
