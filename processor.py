@@ -45,12 +45,13 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
+from contextlib import closing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import TYPE_CHECKING, Iterator, NamedTuple, TextIO, TypedDict
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, TextIO, TypedDict
 
 if TYPE_CHECKING:
     import sqlite3  # imported where --db uses it, so that a run without it does not pay for it
@@ -672,6 +673,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         await asyncio.gather(spinner, monitor, return_exceptions=True)
         bytes_read_board.reset(board_token)
         if db is not None:
+            # Here too after Ctrl-C: what finished is saved before the program reports and exits.
             await db.finish(names, results)
     return summarize_batch(names, results, elapsed)
 
@@ -885,7 +887,7 @@ def open_database(path: str, options: BatchOptions) -> tuple["sqlite3.Connection
         raise FileNotFoundError(f"there is no folder {folder}")
     connection = sqlite3.connect(path, timeout=DATABASE_TIMEOUT_S)
     try:
-        # In WAL mode `sqlite3 results.db` can read while the batch writes, neither blocking the other.
+        # In WAL mode `sqlite3 results.db` can read while the batch writes: neither blocks the other.
         connection.execute("PRAGMA journal_mode = WAL")
         connection.executescript(DATABASE_SCHEMA)
         with connection:
@@ -965,18 +967,20 @@ class DatabaseWriter:
                 DatabaseUnusable(f"cannot use {self.path} as a SQLite database: {error}"))
             return
         opened.set_result(batch_id)
-        try:
+        with closing(connection):
             while not isinstance(message := self.inbox.get(), BatchEnd):
-                try:
-                    save_result(connection, batch_id, message)
-                except Exception as error:
-                    # Each file is its own transaction: one that fails leaves the others to be saved.
-                    self.failures.append(f"{message['filename']}: {error}")
-            end_batch(connection, batch_id, message.state)
+                self.attempt(message["filename"],
+                             functools.partial(save_result, connection, batch_id, message))
+            self.attempt("the batch's final state",
+                         functools.partial(end_batch, connection, batch_id, message.state))
+
+    def attempt(self, what: str, write: Callable[[], None]) -> None:
+        """Run one write; if it fails, note what and why, and carry on."""
+        try:
+            write()
         except Exception as error:
-            self.failures.append(f"the batch's final state: {error}")
-        finally:
-            connection.close()
+            # Each write is its own transaction: one that fails leaves the others to be done.
+            self.failures.append(f"{what}: {error}")
 
     def outcome(self) -> str:
         """Return one line for the user: where the batch was saved, or which writes failed."""
@@ -1091,8 +1095,8 @@ def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(filenames)), empty_directories
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
+def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Return the options and the distinct files to process; a usage error exits 2 here."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.paths:
@@ -1102,13 +1106,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"processor.py: no *.csv files in {directory}", file=sys.stderr)
     if not filenames:
         parser.error("no CSV files to process")
-    db = None
-    if args.db is not None:
-        try:
-            db = DatabaseWriter(args.db, filenames, max_concurrent=args.max_concurrent,
-                                delay=args.delay)
-        except DatabaseUnusable as error:
-            parser.exit(EXIT_USAGE, f"processor.py: error: {error}\n")
+    return args, filenames
+
+
+def start_database(args: argparse.Namespace, filenames: list[str]) -> DatabaseWriter | None:
+    """Return the --db writer with its thread started, or None; exit 2 if the path is unusable."""
+    if args.db is None:
+        return None
+    try:
+        return DatabaseWriter(args.db, filenames, max_concurrent=args.max_concurrent,
+                              delay=args.delay)
+    except DatabaseUnusable as error:
+        print(f"processor.py: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def format_interruption(batch: BatchResult) -> str:
+    """Return the line that names the files Ctrl-C stopped."""
+    unfinished = [name for name, result in batch["results"].items()
+                  if result["status"] == "cancelled"]
+    return "Interrupted: " + (f"not finished: {', '.join(unfinished)}" if unfinished
+                              else "every file had finished")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
+    args, filenames = parse_command_line(argv)
+    db = start_database(args, filenames)
     format_output = format_json if args.json else format_report
     results: dict[str, FileResult] = {}
     started = time.perf_counter()
@@ -1123,10 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = summarize_batch(filenames, results, time.perf_counter() - started)
     print(format_output(batch))
     if interrupted:
-        unfinished = [name for name, result in batch["results"].items()
-                      if result["status"] == "cancelled"]
-        print("Interrupted: " + (f"not finished: {', '.join(unfinished)}" if unfinished
-                                 else "every file had finished"), file=sys.stderr)
+        print(format_interruption(batch), file=sys.stderr)
     if db is not None:
         print(db.outcome(), file=sys.stderr)
     return exit_code(batch, interrupted, all_saved=db is None or not db.failures)
