@@ -636,17 +636,22 @@ async def process_in_slot(filename: str, semaphore: asyncio.Semaphore,
 
 async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay: float = 0.1,
                         results: dict[str, FileResult] | None = None,
-                        db: "DatabaseWriter | None" = None) -> BatchResult:
+                        db: "str | os.PathLike[str] | DatabaseWriter | None" = None) -> BatchResult:
     """Return each file's result, in input order, and a summary of the batch.
 
     A name listed twice is processed once. At most max_concurrent files are processed at any
     moment. Pass `results` to have it filled as files finish: if the batch is cancelled, it
-    still holds what finished (summarize_batch reports the rest as cancelled). Pass `db` to
-    have each result saved as its file finishes; the batch ends its writer thread.
+    still holds what finished (summarize_batch reports the rest as cancelled). Pass `db`, a
+    SQLite database's path or a DatabaseWriter, to have each result saved as its file
+    finishes; a path that cannot be used raises DatabaseUnusable before any file is read.
     """
     if max_concurrent < 1:
         raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
     names = list(dict.fromkeys(filenames))
+    if db is not None and not isinstance(db, DatabaseWriter):
+        # Opening waits on the disk, so it runs in a worker thread: the loop need not wait with it.
+        db = await asyncio.to_thread(DatabaseWriter, os.fspath(db), names,
+                                     max_concurrent=max_concurrent, delay=delay)
     results = {} if results is None else results
     semaphore = asyncio.Semaphore(max_concurrent)
     board_token = bytes_read_board.set({})

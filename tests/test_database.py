@@ -74,6 +74,30 @@ async def test_the_batch_row_has_its_options_utc_times_and_final_state(write_csv
 
 
 @pytest.mark.asyncio
+async def test_process_batch_given_a_path_saves_the_batch_and_leaves_no_thread_behind(
+        write_csv, tmp_path):
+    data = write_csv("data.csv", HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+
+    await process_batch([data], delay=0, db=tmp_path / "results.db")
+
+    saved = query(str(tmp_path / "results.db"), "SELECT filename, status, total_amount FROM file_results")
+    assert saved == [(data, "completed", "2.50")]
+    assert [thread for thread in threading.enumerate() if thread.name == "database writer"] == []
+
+
+@pytest.mark.asyncio
+async def test_process_batch_given_an_unusable_path_raises_before_any_file_is_read(
+        write_csv, tmp_path):
+    data = write_csv("data.csv", HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    results: dict = {}
+
+    with pytest.raises(processor.DatabaseUnusable, match="it is a directory"):
+        await process_batch([data], delay=0, results=results, db=tmp_path)
+
+    assert results == {}
+
+
+@pytest.mark.asyncio
 async def test_every_sqlite_call_runs_off_the_event_loop_and_the_writer_ends_with_the_batch(
         write_csv, tmp_path, monkeypatch):
     threads_calling: list[int] = []
