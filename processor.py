@@ -1137,12 +1137,13 @@ def format_interruption(batch: BatchResult) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
     args, filenames = parse_command_line(argv)
-    db = start_database(args, filenames)
     format_output = format_json if args.json else format_report
     results: dict[str, FileResult] = {}
     started = time.perf_counter()
     interrupted = False
+    db: DatabaseWriter | None = None
     try:
+        db = start_database(args, filenames)  # a locked database can keep it waiting for Ctrl-C
         print(f"Processing {plural(len(filenames), 'file')}, up to "
               f"{args.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         batch = asyncio.run(process_batch(filenames, max_concurrent=args.max_concurrent,

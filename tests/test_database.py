@@ -303,3 +303,20 @@ async def test_a_file_name_that_is_not_utf8_is_saved_with_its_bytes_escaped(writ
 
     assert query(path, "SELECT filename, status FROM file_results") == [
         (f"{tmp_path}/caf\\xe9.csv", "completed")]
+
+
+def test_ctrl_c_while_the_database_is_opening_exits_130_with_every_file_cancelled(
+        write_csv, tmp_path, monkeypatch, capsys):
+    data = write_csv("data.csv", EXACT_FILE)
+
+    def interrupted_while_opening(*args, **options):
+        raise KeyboardInterrupt  # as Ctrl-C does while the database is locked by another program
+
+    monkeypatch.setattr(processor, "DatabaseWriter", interrupted_while_opening)
+
+    code = main(["--delay", "0", "--db", str(tmp_path / "results.db"), data])
+
+    out, err = capsys.readouterr()
+    assert code == 130
+    assert out.splitlines()[2].split()[:2] == [data, "cancelled"]
+    assert f"Interrupted: not finished: {data}" in err
