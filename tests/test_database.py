@@ -22,6 +22,7 @@ EXACT_FILE = (HEADER + "T1,C1,12345678901234567.89,2024-03-01,rent\n"
               "T2,C2,0.01,2024-01-15,fuel\n"
               "T3,C3,$5.00,2024-02-01,fuel\n"
               "T4,C4,0.01,2024-02-10,fuel\n")
+ONE_ROW = HEADER + "T1,C1,2.50,2024-05-05,fuel\n"
 FILE_COLUMNS = ("batch_id, filename, status, total_transactions, total_amount, average_transaction, "
                 "top_category, earliest_date, latest_date, invalid_rows, error")
 
@@ -76,7 +77,7 @@ async def test_the_batch_row_has_its_options_utc_times_and_final_state(write_csv
 @pytest.mark.asyncio
 async def test_process_batch_given_a_path_saves_the_batch_and_leaves_no_thread_behind(
         write_csv, tmp_path):
-    data = write_csv("data.csv", HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    data = write_csv("data.csv", ONE_ROW)
 
     await process_batch([data], delay=0, db=tmp_path / "results.db")
 
@@ -88,7 +89,7 @@ async def test_process_batch_given_a_path_saves_the_batch_and_leaves_no_thread_b
 @pytest.mark.asyncio
 async def test_process_batch_given_an_unusable_path_raises_before_any_file_is_read(
         write_csv, tmp_path):
-    data = write_csv("data.csv", HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    data = write_csv("data.csv", ONE_ROW)
     results: dict = {}
 
     with pytest.raises(processor.DatabaseUnusable, match="it is a directory"):
@@ -202,7 +203,7 @@ def test_ctrl_c_leaves_the_finished_files_in_the_database_and_the_batch_interrup
 
 def test_a_second_run_adds_a_batch_and_leaves_the_first_untouched(write_csv, tmp_path, capsys):
     first = write_csv("first.csv", EXACT_FILE)
-    second = write_csv("second.csv", HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    second = write_csv("second.csv", ONE_ROW)
     path = str(tmp_path / "results.db")
     assert main(["--delay", "0", "--db", path, first]) == 0
     first_batch = [query(path, f"SELECT * FROM {table}")
@@ -252,7 +253,7 @@ def refuse_rejected_rows_of(path: str, name_ending: str) -> None:
 
 def test_a_write_that_fails_mid_batch_is_one_line_the_report_is_whole_and_the_exit_is_1(
         write_csv, tmp_path, capsys):
-    kept = write_csv("kept.csv", HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    kept = write_csv("kept.csv", ONE_ROW)
     refused = write_csv("refused.csv", EXACT_FILE)
     path = str(tmp_path / "results.db")
     refuse_rejected_rows_of(path, "refused.csv")
@@ -296,7 +297,7 @@ async def test_a_database_locked_beyond_the_timeout_fails_the_writes_not_the_bat
 @pytest.mark.asyncio
 async def test_a_file_name_that_is_not_utf8_is_saved_with_its_bytes_escaped(write_csv, tmp_path):
     name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.csv")
-    Path(name).write_text(HEADER + "T1,C1,2.50,2024-05-05,fuel\n")
+    Path(name).write_text(ONE_ROW)
     path = str(tmp_path / "results.db")
 
     await process_batch([name], delay=0, db=start_writer(path, [name]))
