@@ -38,6 +38,7 @@ import json
 import math
 import os
 import queue
+import random
 import re
 import stat
 import sys
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, TextIO, TypedDict
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, NamedTuple, TextIO, TypedDict
 
 if TYPE_CHECKING:
     import sqlite3  # imported where --db uses it, so that a run without it does not pay for it
@@ -107,6 +108,9 @@ class FileResult(TypedDict):
     invalid_rows: int
     row_errors: list[RowError]
     error: str | None
+    retryable: bool  # the error may pass (missing, unreadable, changed while read): try again
+    attempts: int  # 1 unless --retries tried the file again
+    earlier_errors: list[str]  # the error of each attempt before the last, in order
 
 
 class BatchSummary(TypedDict):
@@ -149,6 +153,12 @@ class SimpleRows(NamedTuple):
 
 class FileProblem(Exception):
     """A problem that stops a whole file from being processed: its result gets status "error"."""
+    may_pass = False  # reading the file again would find the same problem
+
+
+class FileChanged(FileProblem):
+    """The file changed while it was read, so its figures would be wrong; a new read may not."""
+    may_pass = True
 
 
 # --- Checking rows ---
@@ -351,7 +361,7 @@ def top_category(categories: Counter[str]) -> str | None:
 
 
 def blank_result(filename: str, status: str, *, error: str | None = None,
-                 seconds: float = 0.0) -> FileResult:
+                 seconds: float = 0.0, retryable: bool = False) -> FileResult:
     """Return a result with no statistics: for a file that failed or never finished."""
     return {
         "filename": filename, "status": status,
@@ -359,6 +369,7 @@ def blank_result(filename: str, status: str, *, error: str | None = None,
         "average_transaction": 0.0, "top_category": None,
         "date_range": {"earliest": None, "latest": None},
         "processing_time": seconds, "invalid_rows": 0, "row_errors": [], "error": error,
+        "retryable": retryable, "attempts": 1, "earlier_errors": [],
     }
 
 
@@ -385,7 +396,7 @@ def completed_result(filename: str, tally: FileTally, seconds: float) -> FileRes
         "processing_time": seconds,
         "invalid_rows": tally.invalid_rows,
         "row_errors": tally.row_errors,
-        "error": None,
+        "error": None, "retryable": False, "attempts": 1, "earlier_errors": [],
     }
 
 
@@ -406,6 +417,17 @@ def check_regular_file(filename: str) -> None:
         raise FileProblem("Is a directory")
     if not stat.S_ISREG(mode):
         raise FileProblem("Not a regular file (a FIFO, socket or device)")
+
+
+def check_unchanged(before: os.stat_result, after: os.stat_result) -> None:
+    """Raise FileChanged if the file's size or modification time differs between the two looks."""
+    if after.st_size != before.st_size:
+        change = f"size {before.st_size:,} -> {after.st_size:,} bytes"
+    elif after.st_mtime_ns != before.st_mtime_ns:
+        change = "modified, same size"
+    else:
+        return
+    raise FileChanged(f"Changed while being read ({change}): its figures would be wrong")
 
 
 class BatchReader:
@@ -469,8 +491,9 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
     """Return one CSV file's statistics.
 
     Never raises for a file-level problem (missing, not a regular file, unreadable, empty,
-    bad header): that gives status "error" and a one-line reason. Rejected rows are counted
-    and listed with their line numbers; they never stop the file.
+    bad header, changed while being read): that gives status "error", a one-line reason, and
+    `retryable` true when the problem may pass. Rejected rows are counted and listed with their
+    line numbers; they never stop the file.
     """
     started = time.perf_counter()
     bytes_read = bytes_read_board.get({})
@@ -479,6 +502,8 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
         # The file is streamed, never read whole. A bad byte must not end the file, only its row:
         # surrogateescape keeps it as a marker that check_row finds.
         with open(filename, encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
+            # A client may still be writing the file: if it changed, the rows read are a mix.
+            before = os.fstat(file.fileno())
             reader = BatchReader(file)
             tally = FileTally()
             while reader.fold_batch(tally) == ROWS_PER_YIELD:
@@ -486,12 +511,14 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
                 # Tasks only take turns at an await. Without this one a long file would
                 # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
                 await asyncio.sleep(delay)
+            check_unchanged(before, os.fstat(file.fileno()))
     except OSError as error:
+        # Missing or unreadable now need not be for good: an upload ends, a permission is fixed.
         return blank_result(filename, "error", error=error.strerror or str(error),
-                            seconds=time.perf_counter() - started)
+                            seconds=time.perf_counter() - started, retryable=True)
     except FileProblem as problem:
         return blank_result(filename, "error", error=str(problem),
-                            seconds=time.perf_counter() - started)
+                            seconds=time.perf_counter() - started, retryable=problem.may_pass)
     return completed_result(filename, tally, time.perf_counter() - started)
 
 
@@ -562,24 +589,29 @@ def estimate_seconds_left(elapsed: float, bytes_done: int, bytes_total: int) -> 
 
 
 def format_progress(done: int, total: int, newly_finished: list[str],
-                    seconds_left: float | None) -> str:
-    """Return the monitor's line: `Processed 3 of 7 files (43%) | finished: a.csv | about 4 s left`."""
+                    seconds_left: float | None, waiting: list[str] | None = None) -> str:
+    """Return the monitor's line: `Processed 3 of 7 files (43%) | finished: a.csv | about 4 s left`,
+    with `| waiting to retry: b.csv` while files wait to be tried again."""
     percent = round(100 * done / total) if total else 100
     if done < total:
         percent = min(percent, 99)
     parts = [f"Processed {done} of {total} files ({percent}%)"]
     if newly_finished:
         parts.append("finished: " + ", ".join(newly_finished))
+    if waiting:
+        parts.append("waiting to retry: " + ", ".join(waiting))
     if done < total:
         parts.append("estimating time left" if seconds_left is None
                      else f"about {max(1, round(seconds_left))} s left")
     return " | ".join(parts)
 
 
-async def monitor_progress(filenames: list[str], results: dict[str, FileResult]) -> None:
+async def monitor_progress(filenames: list[str], results: dict[str, FileResult], *,
+                           waiting: Collection[str] = ()) -> None:
     """Print a progress line on stderr every 2 seconds, and a last one once every file has a result.
 
-    Returns after that last line. The time left is estimated from the bytes read so far.
+    Returns after that last line. The time left is estimated from the bytes read so far. The
+    files in `waiting`, looked at for each line, are named as waiting to retry.
     """
     names = list(dict.fromkeys(filenames))
     sizes = {name: file_size(name) for name in names}
@@ -601,7 +633,8 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult])
             seconds_left = estimate_seconds_left(loop.time() - started, bytes_done,
                                                  sum(sizes.values()))
             status_line.print(format_progress(len(finished), len(names), newly_finished,
-                                              seconds_left))
+                                              seconds_left,
+                                              [name for name in names if name in waiting]))
             next_line_at += MONITOR_INTERVAL_S
         if all_done:
             return
@@ -616,57 +649,85 @@ def largest_first(filenames: list[str]) -> list[str]:
     return sorted(filenames, key=file_size, reverse=True)
 
 
-async def process_in_slot(filename: str, semaphore: asyncio.Semaphore,
-                          results: dict[str, FileResult], delay: float,
-                          db: "DatabaseWriter | None") -> None:
-    """Process one file once the semaphore has a free slot, and record its result."""
+@dataclass
+class BatchRun:
+    """What the tasks of one batch share."""
+    semaphore: asyncio.Semaphore
+    delay: float
+    retries: int
+    retry_delay: float
+    results: dict[str, FileResult]
+    db: "DatabaseWriter | None"
+    waiting: set[str] = field(default_factory=set)  # files waiting to retry, for the monitor
+
+
+async def process_in_slot(filename: str, semaphore: asyncio.Semaphore, delay: float) -> FileResult:
+    """Process one file once the semaphore has a free slot, and return its result."""
     # Every file's task starts at once, but only max_concurrent of them get past this line at a
     # time; the rest wait here, holding nothing, until a file finishes and frees its slot.
     async with semaphore:
         try:
-            result = await process_file(filename, delay=delay)
+            return await process_file(filename, delay=delay)
         except Exception as error:
             # process_file reports file problems itself, so this is a bug; one file's bug must
             # not take the other files' results down with it.
-            result = blank_result(filename, "error", error=f"unexpected {type(error).__name__}: {error}")
-    results[filename] = result
-    if db is not None:
-        db.save(result)
+            return blank_result(filename, "error",
+                                error=f"unexpected {type(error).__name__}: {error}")
+
+
+async def finish_file(filename: str, run: BatchRun) -> None:
+    """Process one file, again if it failed for a passing reason and retries allow, and record
+    its result."""
+    result = await process_with_retries(filename, run)
+    run.results[filename] = result
+    if run.db is not None:
+        run.db.save(result)
+
+
+def check_batch_settings(max_concurrent: int, retries: int, retry_delay: float) -> None:
+    """Raise ValueError for a setting process_batch cannot run with."""
+    if max_concurrent < 1:
+        raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, not {retries}")
+    if not math.isfinite(retry_delay) or retry_delay < 0:
+        raise ValueError(f"retry_delay must be a finite number of seconds >= 0, not {retry_delay}")
 
 
 async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay: float = 0.1,
+                        retries: int = 0, retry_delay: float = 0.5,
                         results: dict[str, FileResult] | None = None,
                         db: "str | os.PathLike[str] | DatabaseWriter | None" = None) -> BatchResult:
     """Return each file's result, in input order, and a summary of the batch.
 
     A name listed twice is processed once. At most max_concurrent files are processed at any
-    moment. Pass `results` to have it filled as files finish: if the batch is cancelled, it
-    still holds what finished (summarize_batch reports the rest as cancelled). Pass `db`, a
-    SQLite database's path or a DatabaseWriter, to have each result saved as its file
-    finishes; a path that cannot be used raises DatabaseUnusable before any file is read.
+    moment. A file that fails for a reason that may pass is tried up to `retries` more times,
+    the first after about `retry_delay` seconds. Pass `results` to have it filled as files
+    finish: if the batch is cancelled, it still holds what finished (summarize_batch reports
+    the rest as cancelled). Pass `db`, a SQLite database's path or a DatabaseWriter, to have
+    each result saved as its file finishes; a path that cannot be used raises DatabaseUnusable
+    before any file is read. A setting out of range raises ValueError.
     """
-    if max_concurrent < 1:
-        raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
+    check_batch_settings(max_concurrent, retries, retry_delay)
     names = list(dict.fromkeys(filenames))
     if db is not None and not isinstance(db, DatabaseWriter):
         # Opening waits on the disk, so it runs in a worker thread: the loop need not wait with it.
         db = await asyncio.to_thread(DatabaseWriter, os.fspath(db), names,
                                      max_concurrent=max_concurrent, delay=delay)
     results = {} if results is None else results
-    semaphore = asyncio.Semaphore(max_concurrent)
+    run = BatchRun(asyncio.Semaphore(max_concurrent), delay, retries, retry_delay, results, db)
     board_token = bytes_read_board.set({})
     started = time.perf_counter()
     # The loop keeps only weak references to tasks: these two variables keep them alive.
     spinner = asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}"))
-    monitor = asyncio.create_task(monitor_progress(names, results))
+    monitor = asyncio.create_task(monitor_progress(names, results, waiting=run.waiting))
     try:
         # The semaphore lets files in the order they reach it. Largest first: a big file started
         # last would run on alone after the others, with slots idle; started first, the small
         # files fill the other slots around it. The report still follows the input order.
         # gather, not a TaskGroup: process_in_slot turns failures into results, and a TaskGroup
         # would cancel every other file as soon as one raised.
-        await asyncio.gather(*(process_in_slot(name, semaphore, results, delay, db)
-                               for name in largest_first(names)))
+        await asyncio.gather(*(finish_file(name, run) for name in largest_first(names)))
         elapsed = time.perf_counter() - started
         await monitor
     finally:
@@ -756,6 +817,14 @@ def format_rejections(result: FileResult) -> list[str]:
     return lines
 
 
+def format_attempts(result: FileResult) -> list[str]:
+    """Return a retried file's attempts, and the error of each one that failed."""
+    errors = result["earlier_errors"] + ([result["error"]] if result["error"] else [])
+    lines = [f"Retried {result['filename']}: {result['attempts']} attempts, {result['status']}"]
+    lines += [f"  attempt {number}: {error}" for number, error in enumerate(errors, start=1)]
+    return lines
+
+
 def format_speedup(elapsed: float, total_processing_time: float) -> str:
     """Return the elapsed time, and how much faster it was than the files one after another."""
     text = f"Elapsed {elapsed:.2f} s; one after another the files took {total_processing_time:.2f} s"
@@ -774,6 +843,9 @@ def format_report(batch: BatchResult) -> str:
     for result in results:
         if result["invalid_rows"]:
             lines += ["", *format_rejections(result)]
+    for result in results:
+        if result["attempts"] > 1:
+            lines += ["", *format_attempts(result)]
     errors = [f"  {result['filename']}: {result['error']}" for result in results if result["error"]]
     if errors:
         lines += ["", "Errors:", *errors]
@@ -804,6 +876,53 @@ def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) 
     if not all_saved or any(result["status"] != "completed" for result in batch["results"].values()):
         return EXIT_FILE_ERROR
     return EXIT_OK
+
+
+# --- Retrying failed files ---
+
+# A file that is missing, unreadable or changing may be fine a moment later: a client is still
+# uploading it, someone is fixing its permissions. With --retries such a file is tried again
+# after a wait that doubles each time. A directory, an empty file or a header that lacks columns
+# is not: reading it again would find the same problem.
+
+RETRY_WAIT_CAP_S = 30.0
+# Each wait is made up to 10% shorter or longer at random, so that files that failed together
+# (a share that went away) do not all come back at the same instant, and again after that.
+RETRY_JITTER = 0.1
+
+
+def retry_wait(retry: int, first_wait: float, jitter: float) -> float:
+    """Return the seconds to wait before retry number `retry` (1 for the first): first_wait
+    doubled for each retry before it, times 1 + jitter, and never more than RETRY_WAIT_CAP_S."""
+    doublings = min(retry - 1, 64)  # 2**64 times even a nanosecond is past the cap; more overflows
+    return min(RETRY_WAIT_CAP_S, first_wait * 2.0 ** doublings * (1 + jitter))
+
+
+async def process_with_retries(filename: str, run: BatchRun) -> FileResult:
+    """Return the file's result after up to 1 + run.retries attempts.
+
+    Only a failure that may pass (`retryable`) is tried again. The result's `attempts` and
+    `earlier_errors` say what happened; its `processing_time` is the last attempt's.
+    """
+    earlier_errors: list[str] = []
+    while True:
+        result = await process_in_slot(filename, run.semaphore, run.delay)
+        if not result["retryable"] or len(earlier_errors) == run.retries:
+            break
+        earlier_errors.append(str(result["error"]))
+        wait = retry_wait(len(earlier_errors), run.retry_delay,
+                          random.uniform(-RETRY_JITTER, RETRY_JITTER))
+        # The point of this pattern: the file sleeps outside process_in_slot, holding no slot,
+        # so the other files keep every slot busy meanwhile. Were it to sleep in its slot, each
+        # waiting file would idle a slot, and enough of them would stall the whole batch.
+        run.waiting.add(filename)
+        try:
+            await asyncio.sleep(wait)  # Ctrl-C cancels the batch here too, without waiting
+        finally:
+            run.waiting.discard(filename)
+    result["attempts"] = len(earlier_errors) + 1
+    result["earlier_errors"] = earlier_errors
+    return result
 
 
 # --- Saving to SQLite ---
@@ -997,15 +1116,23 @@ class DatabaseWriter:
 
 # --- The command line ---
 
-def positive_int(text: str) -> int:
-    """Parse an option value that must be a whole number of at least 1."""
+def whole_number(text: str, minimum: int) -> int:
+    """Parse an option value that must be a whole number of at least minimum."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, minimum=1)
+
+
+def non_negative_int(text: str) -> int:
+    return whole_number(text, minimum=0)
 
 
 def non_negative_seconds(text: str) -> float:
@@ -1026,7 +1153,7 @@ def file_path(text: str) -> str:
     return text
 
 
-EPILOG = """\
+EPILOG = f"""\
 A valid row has every required column (transaction_id, customer_id, amount, date,
 category: any order, any case, extra columns ignored), as many fields as the header,
 non-empty ids and category, an amount in plain decimal notation (12, -3.00, .5; no $,
@@ -1039,6 +1166,14 @@ the end with the other slots idle; the report keeps the order of the command lin
 
 Progress (spinner, a line every 2 s) goes to stderr; the report or JSON to stdout.
 
+With --retries N, a file that failed for a reason that may pass (missing, unreadable,
+changed while being read: a client still uploading it) is tried again, up to N times.
+The first wait is --retry-delay seconds, each next one twice as long, give or take
+{RETRY_JITTER:.0%}, {RETRY_WAIT_CAP_S:g} s at most; a waiting file holds none of the
+--max-concurrent slots, and the progress line names it. A directory, an empty file or a
+header that lacks columns is not retried. A file that changed while it was read is an
+error even without --retries: its figures would be wrong.
+
 With --db, each run adds a row to the table batches (times, options, state: running,
 completed or interrupted), each file's result goes to file_results as soon as the file
 finishes (total_amount as exact decimal text), and its listed rejected rows to
@@ -1047,8 +1182,9 @@ that finished are saved, the others saved as cancelled, and the batch reads inte
 
 exit status:
   0    every file completed (some rows may have been rejected)
-  1    at least one file could not be processed (missing, unreadable, empty, bad header),
-       or a result could not be saved to the --db database
+  1    at least one file could not be processed (missing, unreadable, empty, bad header,
+       changed while being read; after its retries, if any), or a result could not be
+       saved to the --db database
   2    usage error: no files (or a directory with no *.csv files), a bad option value,
        a --db path that cannot be used as a SQLite database
   130  interrupted by Ctrl-C: the files that finished are reported, the rest named
@@ -1057,6 +1193,7 @@ example:
   python processor.py sample_data/*.csv
   python processor.py --json --delay 0 sample_data | jq .summary
   python processor.py --db results.db sample_data
+  python processor.py --retries 3 incoming/*.csv
 """
 
 
@@ -1076,6 +1213,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="print the results as JSON instead of the report (default: off)")
+    parser.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
+                        help="try again, up to N more times, a file that failed for a reason "
+                             "that may pass: missing, unreadable, changed while being read "
+                             "(default: %(default)s)")
+    parser.add_argument("--retry-delay", type=non_negative_seconds, default=0.5,
+                        metavar="SECONDS",
+                        help="wait before the first retry; each next wait doubles, up to "
+                             f"{RETRY_WAIT_CAP_S:g} s (default: %(default)s)")
     parser.add_argument("--db", type=file_path, metavar="PATH",
                         help="also save the batch, each file as it finishes, to this SQLite "
                              "database, created if missing; each run adds a batch "
@@ -1147,7 +1292,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Processing {plural(len(filenames), 'file')}, up to "
               f"{args.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         batch = asyncio.run(process_batch(filenames, max_concurrent=args.max_concurrent,
-                                          delay=args.delay, results=results, db=db))
+                                          delay=args.delay, retries=args.retries,
+                                          retry_delay=args.retry_delay, results=results, db=db))
     except KeyboardInterrupt:
         interrupted = True
         batch = summarize_batch(filenames, results, time.perf_counter() - started)
