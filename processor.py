@@ -828,7 +828,9 @@ def format_attempts(result: FileResult) -> list[str]:
 def format_speedup(elapsed: float, total_processing_time: float) -> str:
     """Return the elapsed time, and how much faster it was than the files one after another."""
     text = f"Elapsed {elapsed:.2f} s; one after another the files took {total_processing_time:.2f} s"
-    if elapsed > 0 and total_processing_time > 0:  # no speed-up to tell when nothing ran
+    # No speed-up to tell when nothing ran, or when the batch took longer than its files (a
+    # batch that waited to retry a file: the waits are not processing).
+    if 0 < elapsed <= total_processing_time:
         text += f", so running them concurrently was {total_processing_time / elapsed:.1f}x faster"
     return text + "."
 

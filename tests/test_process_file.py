@@ -43,6 +43,7 @@ async def test_small_file_statistics_match_the_hand_computed_figures(write_csv):
     assert result["top_category"] == "dining"  # dining 2, groceries 2: tie to the smaller name
     assert result["date_range"] == {"earliest": "2024-01-20", "latest": "2024-03-05"}
     assert (result["invalid_rows"], result["row_errors"], result["error"]) == (0, [], None)
+    assert (result["retryable"], result["attempts"], result["earlier_errors"]) == (False, 1, [])
     assert isinstance(result["processing_time"], float) and result["processing_time"] >= 0
 
 
@@ -126,11 +127,13 @@ async def test_file_with_a_header_and_no_rows_completes_with_empty_statistics(wr
 
 # --- File-level errors ---
 
-def assert_error_result(result: dict, path: str, reason_part: str) -> None:
+def assert_error_result(result: dict, path: str, reason_part: str, *, retryable: bool) -> None:
     assert RESULT_KEYS <= set(result)
     assert result["filename"] == path
     assert result["status"] == "error"
     assert reason_part in result["error"]
+    assert result["retryable"] is retryable
+    assert (result["attempts"], result["earlier_errors"]) == (1, [])
     assert "\n" not in result["error"]
     assert (result["total_transactions"], result["total_amount"], result["average_transaction"]) == (0, 0.0, 0.0)
     assert result["top_category"] is None
@@ -142,12 +145,13 @@ def assert_error_result(result: dict, path: str, reason_part: str) -> None:
 async def test_missing_file_is_an_error(tmp_path):
     path = str(tmp_path / "nowhere.csv")
 
-    assert_error_result(await process_file(path, delay=0), path, "No such file")
+    assert_error_result(await process_file(path, delay=0), path, "No such file", retryable=True)
 
 
 @pytest.mark.asyncio
 async def test_directory_is_an_error(tmp_path):
-    assert_error_result(await process_file(str(tmp_path), delay=0), str(tmp_path), "directory")
+    assert_error_result(await process_file(str(tmp_path), delay=0), str(tmp_path), "directory",
+                        retryable=False)
 
 
 @pytest.mark.asyncio
@@ -166,7 +170,7 @@ async def test_fifo_is_an_error_at_once_never_a_hang(tmp_path):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
 
-    assert_error_result(result, fifo, "regular file")
+    assert_error_result(result, fifo, "regular file", retryable=False)
 
 
 @pytest.mark.asyncio
@@ -179,7 +183,8 @@ async def test_unreadable_file_is_an_error(write_csv, monkeypatch):
     # chmod would not stop the root user the tests may run as; refusing open is what counts.
     monkeypatch.setattr(processor, "open", denied, raising=False)
 
-    assert_error_result(await process_file(path, delay=0), path, "Permission denied")
+    assert_error_result(await process_file(path, delay=0), path, "Permission denied",
+                        retryable=True)
 
 
 @pytest.mark.asyncio
@@ -197,7 +202,8 @@ async def test_read_failing_mid_file_is_an_error_without_partial_figures(write_c
 
     monkeypatch.setattr(processor.BatchReader, "fold_batch", failing_fold_batch)
 
-    assert_error_result(await process_file(path, delay=0), path, "Input/output error")
+    assert_error_result(await process_file(path, delay=0), path, "Input/output error",
+                        retryable=True)
 
 
 @pytest.mark.asyncio
@@ -206,21 +212,66 @@ async def test_read_failing_mid_file_is_an_error_without_partial_figures(write_c
 async def test_file_without_a_header_row_is_an_error(write_csv, content):
     path = write_csv("empty.csv", content)
 
-    assert_error_result(await process_file(path, delay=0), path, "Empty file")
+    assert_error_result(await process_file(path, delay=0), path, "Empty file", retryable=False)
 
 
 @pytest.mark.asyncio
 async def test_header_missing_columns_is_an_error_naming_them(write_csv):
     path = write_csv("columns.csv", "transaction_id,customer,amount,day,category\nT1,C1,1,2024-01-01,x\n")
 
-    assert_error_result(await process_file(path, delay=0), path, "customer_id, date")
+    assert_error_result(await process_file(path, delay=0), path, "customer_id, date",
+                        retryable=False)
 
 
 @pytest.mark.asyncio
 async def test_undecodable_header_is_an_error(write_csv):
     path = write_csv("latin1.csv", b"transaction_id,customer_id,amount,date,cat\xe9gorie\n")
 
-    assert_error_result(await process_file(path, delay=0), path, "UTF-8")
+    assert_error_result(await process_file(path, delay=0), path, "UTF-8", retryable=False)
+
+
+def change_after_first_batch(monkeypatch, change) -> None:
+    """Make process_file's read call change(), as a client writing the file would, after its
+    first batch of rows."""
+    real_fold_batch = processor.BatchReader.fold_batch
+    batches = []
+
+    def folding_then_changing(reader, tally):
+        count = real_fold_batch(reader, tally)
+        batches.append(count)
+        if len(batches) == 1:
+            change()
+        return count
+
+    monkeypatch.setattr(processor.BatchReader, "fold_batch", folding_then_changing)
+
+
+@pytest.mark.asyncio
+async def test_file_that_grows_while_read_is_an_error_that_may_pass(write_csv, monkeypatch):
+    path = write_csv("uploading.csv", HEADER + rows_of(300))
+    size_before = os.path.getsize(path)
+
+    def append() -> None:
+        with open(path, "a") as file:
+            file.write(rows_of(50))
+
+    change_after_first_batch(monkeypatch, append)
+    result = await process_file(path, delay=0)
+
+    assert_error_result(result, path, "Changed while being read", retryable=True)
+    assert f"(size {size_before:,} -> {os.path.getsize(path):,} bytes)" in result["error"]
+
+
+@pytest.mark.asyncio
+async def test_file_rewritten_at_the_same_size_while_read_is_an_error(write_csv, monkeypatch):
+    path = write_csv("rewritten.csv", HEADER + rows_of(300))
+    modified = os.stat(path).st_mtime_ns
+
+    change_after_first_batch(monkeypatch, lambda: os.utime(path, ns=(modified, modified + 10**9)))
+    result = await process_file(path, delay=0)
+
+    assert_error_result(result, path, "Changed while being read (modified, same size)",
+                        retryable=True)
 
 
 # --- Rejected rows and their line numbers ---

@@ -65,6 +65,32 @@ def test_a_batch_interrupted_before_any_file_finished_claims_no_speed_up():
     assert format_speedup(2.5, 0.0) == "Elapsed 2.50 s; one after another the files took 0.00 s."
 
 
+def test_a_batch_slower_than_its_files_claims_no_speed_up():
+    # Waiting to retry a file takes time that is not processing: 0.4x "faster" would be nonsense.
+    assert format_speedup(2.19, 0.92) == "Elapsed 2.19 s; one after another the files took 0.92 s."
+
+
+def test_report_lists_each_retried_file_with_the_error_of_each_failed_attempt():
+    batch = a_batch()
+    batch["results"]["east.csv"].update(
+        {"attempts": 2, "earlier_errors": ["Changed while being read (size 10 -> 20 bytes)"]})
+    batch["results"]["west.csv"].update(
+        {"attempts": 3, "earlier_errors": ["Permission denied", "No such file or directory"]})
+
+    report = format_report(batch)
+
+    assert ("Retried east.csv: 2 attempts, completed\n"
+            "  attempt 1: Changed while being read (size 10 -> 20 bytes)\n") in report
+    assert ("Retried west.csv: 3 attempts, error\n"
+            "  attempt 1: Permission denied\n"
+            "  attempt 2: No such file or directory\n"
+            "  attempt 3: No such file or directory\n") in report
+
+
+def test_a_file_tried_once_is_not_listed_as_retried():
+    assert "Retried" not in format_report(a_batch())
+
+
 def test_json_carries_every_figure_unrounded():
     batch = a_batch()
 
