@@ -47,9 +47,11 @@ def test_a_file_that_cannot_be_processed_exits_1_and_is_still_reported(write_csv
 @pytest.mark.parametrize("args", [
     [], ["--max-concurrent", "0", "x.csv"], ["--max-concurrent", "two", "x.csv"],
     ["--delay", "-1", "x.csv"], ["--delay", "nan", "x.csv"], ["--delay", "inf", "x.csv"],
-    ["--colour", "x.csv"], ["--db", "", "x.csv"],
+    ["--colour", "x.csv"], ["--db", "", "x.csv"], ["--retries", "-1", "x.csv"],
+    ["--retries", "1.5", "x.csv"], ["--retry-delay", "nan", "x.csv"],
 ], ids=["no-files", "zero-slots", "word-slots", "negative-delay", "nan-delay", "inf-delay",
-        "unknown-option", "empty-db-path"])
+        "unknown-option", "empty-db-path", "negative-retries", "fraction-retries",
+        "nan-retry-delay"])
 def test_usage_errors_exit_2_with_a_one_line_message(args):
     done = run(*args)
 
@@ -121,6 +123,39 @@ def test_ctrl_c_exits_130_with_a_partial_report_and_no_traceback(write_csv):
     assert f"Interrupted: not finished: {slow}" in stderr
     assert "Traceback" not in stderr + stdout
     assert "\r" not in stderr
+
+
+def test_ctrl_c_during_a_wait_to_retry_exits_130_with_the_file_cancelled(tmp_path):
+    late = str(tmp_path / "late.csv")  # never arrives
+    child = subprocess.Popen(
+        [sys.executable, PROCESSOR, "--retries", "3", "--retry-delay", "30", late],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in child.stderr:  # the monitor's first line, at 2 s, comes during the first wait
+        if "Processed" in line:
+            break
+
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=10)  # not the 27 s or more left of the wait
+
+    assert child.returncode == 130
+    assert line == f"Processed 0 of 1 files (0%) | waiting to retry: {late} | estimating time left\n"
+    late_row = next(row for row in stdout.splitlines() if row.startswith(late))
+    assert late_row.split()[1] == "cancelled"
+    assert f"Interrupted: not finished: {late}" in stderr
+    assert "Traceback" not in stderr + stdout
+
+
+def test_json_gives_each_result_its_attempts_and_their_errors(tmp_path, capsys):
+    missing = str(tmp_path / "missing.csv")
+
+    code = main(["--json", "--delay", "0", "--retries", "2", "--retry-delay", "0", missing])
+
+    result = json.loads(capsys.readouterr().out)["results"][missing]
+    assert code == 1
+    assert (result["status"], result["attempts"], result["retryable"]) == ("error", 3, True)
+    assert result["earlier_errors"] == ["No such file or directory"] * 2
+    assert result["error"] == "No such file or directory"
 
 
 def test_main_returns_the_exit_status(write_csv, capsys):

@@ -85,6 +85,27 @@ async def test_monitor_names_only_the_files_finished_since_its_last_line(capsys,
 
 
 @pytest.mark.asyncio
+async def test_monitor_names_the_files_waiting_to_retry_in_input_order(capsys, monkeypatch):
+    monkeypatch.setattr(processor, "MONITOR_INTERVAL_S", 0)
+    monkeypatch.setattr(processor, "MONITOR_POLL_S", 0)
+    results = {"a.csv": processor.blank_result("a.csv", "completed")}
+    waiting = {"d.csv", "b.csv"}
+    monitor = asyncio.create_task(monitor_progress(["a.csv", "b.csv", "c.csv", "d.csv"], results,
+                                                   waiting=waiting))
+    await step(3)
+
+    waiting.clear()
+    results.update({f"{name}.csv": processor.blank_result(f"{name}.csv", "completed")
+                    for name in "bcd"})
+    await asyncio.wait_for(monitor, timeout=5)
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == ("Processed 1 of 4 files (25%) | finished: a.csv | "
+                        "waiting to retry: b.csv, d.csv | estimating time left")
+    assert "waiting" not in lines[-1]
+
+
+@pytest.mark.asyncio
 async def test_monitor_clears_the_spinner_line_before_writing(fake_terminal):
     terminal = fake_terminal()
     processor.status_line.draw("| Working")
@@ -103,6 +124,11 @@ async def test_monitor_clears_the_spinner_line_before_writing(fake_terminal):
 ], ids=["midway", "nothing-yet", "never-100-before-the-end", "done"])
 def test_progress_line(done, total, finished, left, line):
     assert format_progress(done, total, finished, left) == line
+
+
+def test_progress_line_names_the_files_waiting_to_retry():
+    assert (format_progress(1, 3, [], 2.0, ["late.csv", "gone.csv"])
+            == "Processed 1 of 3 files (33%) | waiting to retry: late.csv, gone.csv | about 2 s left")
 
 
 def test_time_left_assumes_the_rest_goes_as_fast_as_what_is_done():
