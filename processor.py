@@ -24,6 +24,7 @@ Sections, in reading order (each starts with a `# --- Name ---` comment):
     The monitor        monitor_progress: a progress line every 2 seconds
     The coordinator    process_batch: largest files first, the semaphore, gather, cleanup in finally
     The report         the human report, the JSON, and the exit status
+    Retrying files     --retries: try a file again after a growing wait that holds no slot
     Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
     The command line   parsing arguments, and main
 """
@@ -880,7 +881,7 @@ def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) 
     return EXIT_OK
 
 
-# --- Retrying failed files ---
+# --- Retrying files ---
 
 # A file that is missing, unreadable or changing may be fine a moment later: a client is still
 # uploading it, someone is fixing its permissions. With --retries such a file is tried again
