@@ -652,7 +652,7 @@ def largest_first(filenames: list[str]) -> list[str]:
 
 @dataclass
 class BatchRun:
-    """What the tasks of one batch share."""
+    """What the files' tasks in one batch share: the slots, the settings, where results go."""
     semaphore: asyncio.Semaphore
     delay: float
     retries: int
@@ -897,7 +897,7 @@ RETRY_JITTER = 0.1
 def retry_wait(retry: int, first_wait: float, jitter: float) -> float:
     """Return the seconds to wait before retry number `retry` (1 for the first): first_wait
     doubled for each retry before it, times 1 + jitter, and never more than RETRY_WAIT_CAP_S."""
-    doublings = min(retry - 1, 64)  # 2**64 times even a nanosecond is past the cap; more overflows
+    doublings = min(retry - 1, 64)  # 2**64 nanoseconds is centuries; 2.0**1024 would overflow
     return min(RETRY_WAIT_CAP_S, first_wait * 2.0 ** doublings * (1 + jitter))
 
 
