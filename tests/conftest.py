@@ -48,3 +48,22 @@ def fake_terminal(monkeypatch) -> Callable[[], FakeTerminal]:
         monkeypatch.setattr(processor.status_line, "width", 0)
         return fake
     return make
+
+
+@pytest.fixture
+def change_mid_read(monkeypatch) -> Callable[[Callable[[], None]], None]:
+    """Return a function that makes process_file's next read call change(), as a client still
+    writing the file would, right after the read's first batch of rows."""
+    def arrange(change: Callable[[], None]) -> None:
+        real_fold_batch = processor.BatchReader.fold_batch
+        batches = []
+
+        def folding_then_changing(reader, tally):
+            count = real_fold_batch(reader, tally)
+            batches.append(count)
+            if len(batches) == 1:
+                change()
+            return count
+
+        monkeypatch.setattr(processor.BatchReader, "fold_batch", folding_then_changing)
+    return arrange

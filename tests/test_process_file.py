@@ -230,24 +230,8 @@ async def test_undecodable_header_is_an_error(write_csv):
     assert_error_result(await process_file(path, delay=0), path, "UTF-8", retryable=False)
 
 
-def change_after_first_batch(monkeypatch, change) -> None:
-    """Make process_file's read call change(), as a client writing the file would, after its
-    first batch of rows."""
-    real_fold_batch = processor.BatchReader.fold_batch
-    batches = []
-
-    def folding_then_changing(reader, tally):
-        count = real_fold_batch(reader, tally)
-        batches.append(count)
-        if len(batches) == 1:
-            change()
-        return count
-
-    monkeypatch.setattr(processor.BatchReader, "fold_batch", folding_then_changing)
-
-
 @pytest.mark.asyncio
-async def test_file_that_grows_while_read_is_an_error_that_may_pass(write_csv, monkeypatch):
+async def test_file_that_grows_while_read_is_an_error_that_may_pass(write_csv, change_mid_read):
     path = write_csv("uploading.csv", HEADER + rows_of(300))
     size_before = os.path.getsize(path)
 
@@ -255,7 +239,7 @@ async def test_file_that_grows_while_read_is_an_error_that_may_pass(write_csv, m
         with open(path, "a") as file:
             file.write(rows_of(50))
 
-    change_after_first_batch(monkeypatch, append)
+    change_mid_read(append)
     result = await process_file(path, delay=0)
 
     assert_error_result(result, path, "Changed while being read", retryable=True)
@@ -263,11 +247,12 @@ async def test_file_that_grows_while_read_is_an_error_that_may_pass(write_csv, m
 
 
 @pytest.mark.asyncio
-async def test_file_rewritten_at_the_same_size_while_read_is_an_error(write_csv, monkeypatch):
+async def test_file_rewritten_at_the_same_size_while_read_is_an_error(write_csv,
+                                                                       change_mid_read):
     path = write_csv("rewritten.csv", HEADER + rows_of(300))
     modified = os.stat(path).st_mtime_ns
 
-    change_after_first_batch(monkeypatch, lambda: os.utime(path, ns=(modified, modified + 10**9)))
+    change_mid_read(lambda: os.utime(path, ns=(modified, modified + 10**9)))
     result = await process_file(path, delay=0)
 
     assert_error_result(result, path, "Changed while being read (modified, same size)",

@@ -29,10 +29,6 @@ def attempts(monkeypatch) -> Counter:
     return counts
 
 
-def other_tasks() -> set[asyncio.Task]:
-    return asyncio.all_tasks() - {asyncio.current_task()}
-
-
 # --- The waits ---
 
 @pytest.mark.parametrize("retry, first_wait, jitter, seconds", [
@@ -117,21 +113,15 @@ async def test_file_still_failing_after_its_retries_keeps_every_error(tmp_path, 
 
 
 @pytest.mark.asyncio
-async def test_file_that_grows_while_read_is_read_again_whole(write_csv, monkeypatch):
+async def test_file_that_grows_while_read_is_read_again_whole(write_csv, change_mid_read):
     path = write_csv("uploading.csv", HEADER + rows_of(300))
     size_before = os.path.getsize(path)
-    real_fold_batch = processor.BatchReader.fold_batch
-    batches = []
 
-    def appending_after_the_first_batch(reader, tally):
-        count = real_fold_batch(reader, tally)
-        batches.append(count)
-        if len(batches) == 1:  # the client is still writing while the first attempt reads
-            with open(path, "a") as file:
-                file.write(rows_of(50))
-        return count
+    def append() -> None:  # the client is still writing while the first attempt reads
+        with open(path, "a") as file:
+            file.write(rows_of(50))
 
-    monkeypatch.setattr(processor.BatchReader, "fold_batch", appending_after_the_first_batch)
+    change_mid_read(append)
     result = (await process_batch([path], delay=0, retries=1, retry_delay=0))["results"][path]
 
     assert result["status"] == "completed"
@@ -225,7 +215,7 @@ async def test_cancelling_during_a_wait_ends_the_batch_at_once_with_the_file_can
 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(batch, timeout=5)  # a wait that ignored the cancel would time out
-    assert other_tasks() == set()
+    assert asyncio.all_tasks() == {asyncio.current_task()}  # no task left behind
     summary = summarize_batch([quick, late], results, elapsed=0.0)
     assert summary["results"][quick]["status"] == "completed"
     assert summary["results"][late]["status"] == "cancelled"
