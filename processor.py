@@ -47,7 +47,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -112,6 +112,7 @@ class FileResult(TypedDict):
     retryable: bool  # the error may pass (missing, unreadable, changed while read): try again
     attempts: int  # 1 unless --retries tried the file again
     earlier_errors: list[str]  # the error of each attempt before the last, in order
+    rejects_file: str | None  # with --rejects, the file holding every rejected row, if any
 
 
 class BatchSummary(TypedDict):
@@ -182,6 +183,12 @@ def is_undecodable(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def readable_text(text: str) -> str:
+    """Return text with each byte that was not valid UTF-8 written as \\xNN: nothing lost, and
+    writable anywhere that takes UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def is_plain_decimal(text: str) -> bool:
@@ -320,6 +327,7 @@ class FileTally:
     latest: str | None = None
     invalid_rows: int = 0
     row_errors: list[RowError] = field(default_factory=list)
+    rejects: "RejectsFile | None" = None  # with --rejects, where every rejected row is written
 
     def add(self, transaction: Transaction) -> None:
         self.count += 1
@@ -342,10 +350,12 @@ class FileTally:
         if self.latest is None or latest > self.latest:
             self.latest = latest
 
-    def reject(self, line: int, reason: str) -> None:
+    def reject(self, line: int, reason: str, fields: list[str]) -> None:
         self.invalid_rows += 1
         if len(self.row_errors) < MAX_ROW_ERRORS:
             self.row_errors.append({"line": line, "reason": reason})
+        if self.rejects is not None:
+            self.rejects.write(line, reason, fields)
 
     def fold(self, line: int, fields: list[str], columns: Columns) -> None:
         """Count a data record as valid, rejected or (when blank) not at all."""
@@ -353,7 +363,7 @@ class FileTally:
         if isinstance(checked, Transaction):
             self.add(checked)
         elif not is_blank(fields):  # a valid row is never blank, so only rejects are asked
-            self.reject(line, checked)
+            self.reject(line, checked, fields)
 
 
 def top_category(categories: Counter[str]) -> str | None:
@@ -370,7 +380,7 @@ def blank_result(filename: str, status: str, *, error: str | None = None,
         "average_transaction": 0.0, "top_category": None,
         "date_range": {"earliest": None, "latest": None},
         "processing_time": seconds, "invalid_rows": 0, "row_errors": [], "error": error,
-        "retryable": retryable, "attempts": 1, "earlier_errors": [],
+        "retryable": retryable, "attempts": 1, "earlier_errors": [], "rejects_file": None,
     }
 
 
@@ -398,6 +408,7 @@ def completed_result(filename: str, tally: FileTally, seconds: float) -> FileRes
         "invalid_rows": tally.invalid_rows,
         "row_errors": tally.row_errors,
         "error": None, "retryable": False, "attempts": 1, "earlier_errors": [],
+        "rejects_file": tally.rejects.kept_as if tally.rejects is not None else None,
     }
 
 
@@ -480,7 +491,8 @@ class BatchReader:
             except StopIteration:
                 break
             except csv.Error as error:
-                tally.reject(line, f"cannot be read as CSV: {error}")
+                no_fields = [""] * len(self.columns.names)  # what --rejects keeps of it: its line
+                tally.reject(line, f"cannot be read as CSV: {error}", no_fields)
             else:
                 tally.fold(line, fields, columns=self.columns)
             records += 1
@@ -506,13 +518,16 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
             # A client may still be writing the file: if it changed, the rows read are a mix.
             before = os.fstat(file.fileno())
             reader = BatchReader(file)
-            tally = FileTally()
-            while reader.fold_batch(tally) == ROWS_PER_YIELD:
-                bytes_read[filename] = os.lseek(file.fileno(), 0, os.SEEK_CUR)
-                # Tasks only take turns at an await. Without this one a long file would
-                # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
-                await asyncio.sleep(delay)
-            check_unchanged(before, os.fstat(file.fileno()))
+            # With --rejects, rejected rows are kept as they come; on leaving this block the file
+            # of them gets its final name only if nothing went wrong, else it is removed.
+            with open_rejects(filename, reader.columns) as rejects:
+                tally = FileTally(rejects=rejects)
+                while reader.fold_batch(tally) == ROWS_PER_YIELD:
+                    bytes_read[filename] = os.lseek(file.fileno(), 0, os.SEEK_CUR)
+                    # Tasks only take turns at an await. Without this one a long file would
+                    # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
+                    await asyncio.sleep(delay)
+                check_unchanged(before, os.fstat(file.fileno()))
     except OSError as error:
         # Missing or unreadable now need not be for good: an upload ends, a permission is fixed.
         return blank_result(filename, "error", error=error.strerror or str(error),
@@ -698,7 +713,8 @@ def check_batch_settings(max_concurrent: int, retries: int, retry_delay: float) 
 async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay: float = 0.1,
                         retries: int = 0, retry_delay: float = 0.5,
                         results: dict[str, FileResult] | None = None,
-                        db: "str | os.PathLike[str] | DatabaseWriter | None" = None) -> BatchResult:
+                        db: "str | os.PathLike[str] | DatabaseWriter | None" = None,
+                        rejects: str | os.PathLike[str] | None = None) -> BatchResult:
     """Return each file's result, in input order, and a summary of the batch.
 
     A name listed twice is processed once. At most max_concurrent files are processed at any
@@ -707,10 +723,13 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
     finish: if the batch is cancelled, it still holds what finished (summarize_batch reports
     the rest as cancelled). Pass `db`, a SQLite database's path or a DatabaseWriter, to have
     each result saved as its file finishes; a path that cannot be used raises DatabaseUnusable
+    before any file is read. Pass `rejects`, a folder, to have every rejected row of each file
+    written there (see --rejects); a folder that cannot be written raises RejectsUnusable
     before any file is read. A setting out of range raises ValueError.
     """
     check_batch_settings(max_concurrent, retries, retry_delay)
     names = list(dict.fromkeys(filenames))
+    kept_rejects = {} if rejects is None else prepare_rejects(os.fspath(rejects), names)
     if db is not None and not isinstance(db, DatabaseWriter):
         # Opening waits on the disk, so it runs in a worker thread: the loop need not wait with it.
         db = await asyncio.to_thread(DatabaseWriter, os.fspath(db), names,
@@ -718,6 +737,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
     results = {} if results is None else results
     run = BatchRun(asyncio.Semaphore(max_concurrent), delay, retries, retry_delay, results, db)
     board_token = bytes_read_board.set({})
+    rejects_token = rejects_paths.set(kept_rejects)
     started = time.perf_counter()
     # The loop keeps only weak references to tasks: these two variables keep them alive.
     spinner = asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}"))
@@ -739,6 +759,7 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         monitor.cancel()
         await asyncio.gather(spinner, monitor, return_exceptions=True)
         bytes_read_board.reset(board_token)
+        rejects_paths.reset(rejects_token)
         if db is not None:
             # Here too after Ctrl-C: what finished is saved before the program reports and exits.
             await db.finish(names, results)
@@ -815,6 +836,8 @@ def format_rejections(result: FileResult) -> list[str]:
     lines += [f"  line {error['line']}: {error['reason']}" for error in shown]
     if result["invalid_rows"] > len(shown):
         lines.append(f"  and {result['invalid_rows'] - len(shown):,} more")
+    if result["rejects_file"]:
+        lines.append(f"  all of them are in {result['rejects_file']}")
     return lines
 
 
@@ -995,11 +1018,6 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def stored_text(text: str) -> str:
-    """Return text SQLite can store: a file name's bytes that were not UTF-8 written as \\xNN."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def open_database(path: str, options: BatchOptions) -> tuple["sqlite3.Connection", int]:
     """Open the database, create its tables if missing and add a running batch; return its id.
 
@@ -1030,7 +1048,7 @@ def open_database(path: str, options: BatchOptions) -> tuple["sqlite3.Connection
 
 def save_result(connection: "sqlite3.Connection", batch_id: int, result: FileResult) -> None:
     """Write one file's result and its listed rejected rows."""
-    filename = stored_text(result["filename"])
+    filename = readable_text(result["filename"])
     dates = result["date_range"]
     # One transaction: a reader sees the file whole or not at all, even if the program dies.
     with connection:
@@ -1117,6 +1135,123 @@ class DatabaseWriter:
                 f"{plural(len(self.failures), 'write')} failed, the first: {self.failures[0]}")
 
 
+# --- Keeping rejected rows ---
+
+# The report lists a file's first rejected rows; --rejects DIR keeps every one of them, with its
+# line and reason, in DIR/<name>.rejects.csv, for an analyst to repair and send back. The rows
+# are written as they are rejected, so memory stays flat however many there are, to a temporary
+# file renamed when its input has been read to its end: no final name ever holds half a file.
+
+REJECTS_SUFFIX = ".rejects.csv"
+# A spreadsheet runs a cell that starts with one of these as a formula, so a field in a client's
+# file could make the analyst's spreadsheet fetch or run whatever it names.
+FORMULA_STARTS = ("=", "@", "\t", "\r", "+", "-")
+
+# Where each input's rejected rows go, for process_file to find: process_batch sets it, as it
+# sets bytes_read_board, so that process_file keeps the contract's signature.
+rejects_paths: ContextVar[dict[str, str]] = ContextVar("rejects_paths", default={})
+
+
+class RejectsUnusable(Exception):
+    """The --rejects folder cannot be created or written."""
+
+
+def rejects_names(filenames: list[str]) -> dict[str, str]:
+    """Return each input's rejects file name: its own name without the extension, then
+    .rejects.csv; an input whose name is taken (in any case) gets -2, -3... added, in order."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for filename in filenames:
+        stem = os.path.splitext(os.path.basename(filename))[0]
+        name, number = stem, 1
+        while name.casefold() in taken:  # casefold: x and X are one file on some disks
+            number += 1
+            name = f"{stem}-{number}"
+        taken.add(name.casefold())
+        names[filename] = name + REJECTS_SUFFIX
+    return names
+
+
+def prepare_rejects(folder: str, filenames: list[str]) -> dict[str, str]:
+    """Create the folder if missing and return the path of each input's rejects file; raise
+    RejectsUnusable unless a file can be written in the folder."""
+    probe = os.path.join(folder, f".write-test.{os.getpid()}.tmp")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        # Writing is the only sure test: permissions do not stop root, a read-only disk stops all.
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise RejectsUnusable(f"cannot write rejected rows to {folder}: "
+                              f"{error.strerror or error}") from None
+    return {filename: os.path.join(folder, name)
+            for filename, name in rejects_names(filenames).items()}
+
+
+def spreadsheet_safe(value: str) -> str:
+    """Return a field with a leading ' if a spreadsheet would run it as a formula; a number
+    such as -3.00 is left as it is."""
+    if value.startswith(FORMULA_STARTS) and not is_plain_decimal(value):
+        return "'" + value
+    return value
+
+
+class RejectsFile:
+    """A with block around reading one file: its rejected rows go to a temporary file, which
+    gets its final name if the block ends normally and is removed if it ends with an exception."""
+
+    def __init__(self, path: str, header: tuple[str, ...]) -> None:
+        self.path = path
+        folder, name = os.path.split(path)
+        # Hidden, and named after this process: two runs sharing a folder cannot collide.
+        self.temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+        self.header = header
+        self.file: TextIO | None = None  # opened at the first rejected row: no rows, no file
+        self.kept_as: str | None = None  # the final name, once the file is complete
+
+    def __enter__(self) -> "RejectsFile":
+        return self
+
+    def write(self, line: int, reason: str, fields: list[str]) -> None:
+        """Add one rejected row; raise FileProblem if it cannot be written."""
+        try:
+            if self.file is None:
+                self.file = open(self.temporary, "w", encoding="utf-8", newline="")
+                csv.writer(self.file).writerow(["line", "reason", *self.header])
+            cells = [reason, *map(readable_text, fields)]
+            csv.writer(self.file).writerow([line, *map(spreadsheet_safe, cells)])
+        except OSError as error:
+            raise self.cannot_write(error) from None
+
+    def __exit__(self, kind: type[BaseException] | None, *details: object) -> None:
+        if self.file is None:
+            return
+        try:
+            self.file.close()
+            if kind is None:  # the input was read to its end, so every rejected row is here
+                os.replace(self.temporary, self.path)
+                self.kept_as = self.path
+        except OSError as error:
+            if kind is None:  # else the exception on its way out tells more, and must go on
+                raise self.cannot_write(error) from None
+        finally:
+            if self.kept_as is None:
+                with suppress(OSError):
+                    os.remove(self.temporary)
+
+    def cannot_write(self, error: OSError) -> FileProblem:
+        return FileProblem(f"Cannot write its rejected rows to {self.path}: "
+                           f"{error.strerror or error}")
+
+
+def open_rejects(filename: str, columns: Columns) -> AbstractContextManager[RejectsFile | None]:
+    """Return a with block that gives the RejectsFile for filename's rejected rows, or None
+    when the batch keeps none."""
+    path = rejects_paths.get().get(filename)
+    return nullcontext() if path is None else RejectsFile(path, columns.names)
+
+
 # --- The command line ---
 
 def whole_number(text: str, minimum: int) -> int:
@@ -1183,13 +1318,24 @@ finishes (total_amount as exact decimal text), and its listed rejected rows to
 rejected_rows. The database can be queried while a batch runs. After Ctrl-C the files
 that finished are saved, the others saved as cancelled, and the batch reads interrupted.
 
+With --rejects DIR, each file with rejected rows gets DIR/NAME.rejects.csv, NAME being its
+name without the extension (files with the same name get NAME-2, NAME-3... in the order
+given). Its header is line,reason and the file's own columns; then comes every rejected
+row, in file order, with its fields as read: bytes that are not UTF-8 written as \\xNN, a
+record that cannot be read as CSV given empty fields. A field a spreadsheet would run as a
+formula (starting with =, @, +, -, a tab or a carriage return, unless it is a number such
+as -3.00) is written with a ' before it. A rejects file gets its name once its input has
+been read to its end; until then it is a hidden .tmp file in DIR, removed if the file
+fails or is stopped by Ctrl-C.
+
 exit status:
   0    every file completed (some rows may have been rejected)
   1    at least one file could not be processed (missing, unreadable, empty, bad header,
        changed while being read; after its retries, if any), or a result could not be
        saved to the --db database
   2    usage error: no files (or a directory with no *.csv files), a bad option value,
-       a --db path that cannot be used as a SQLite database
+       a --db path that cannot be used as a SQLite database, a --rejects folder that
+       cannot be created or written
   130  interrupted by Ctrl-C: the files that finished are reported, the rest named
 
 example:
@@ -1197,6 +1343,7 @@ example:
   python processor.py --json --delay 0 sample_data | jq .summary
   python processor.py --db results.db sample_data
   python processor.py --retries 3 incoming/*.csv
+  python processor.py --rejects rejects sample_data
 """
 
 
@@ -1228,6 +1375,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also save the batch, each file as it finishes, to this SQLite "
                              "database, created if missing; each run adds a batch "
                              "(default: not saved)")
+    parser.add_argument("--rejects", type=file_path, metavar="DIR",
+                        help="write every rejected row of each file, with its line and reason, "
+                             "to DIR/NAME.rejects.csv, DIR created if missing; files with the "
+                             "same NAME get NAME-2, NAME-3... (default: not written)")
     return parser
 
 
@@ -1274,6 +1425,17 @@ def start_database(args: argparse.Namespace, filenames: list[str]) -> DatabaseWr
         raise SystemExit(EXIT_USAGE) from None
 
 
+def check_rejects_folder(folder: str | None, filenames: list[str]) -> None:
+    """Exit 2 if --rejects names a folder that cannot be created or written."""
+    if folder is None:
+        return
+    try:
+        prepare_rejects(folder, filenames)
+    except RejectsUnusable as error:
+        print(f"processor.py: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
 def format_interruption(batch: BatchResult) -> str:
     """Return the line that names the files Ctrl-C stopped."""
     unfinished = [name for name, result in batch["results"].items()
@@ -1285,6 +1447,7 @@ def format_interruption(batch: BatchResult) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
     args, filenames = parse_command_line(argv)
+    check_rejects_folder(args.rejects, filenames)
     format_output = format_json if args.json else format_report
     results: dict[str, FileResult] = {}
     started = time.perf_counter()
@@ -1296,7 +1459,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         batch = asyncio.run(process_batch(filenames, max_concurrent=args.max_concurrent,
                                           delay=args.delay, retries=args.retries,
-                                          retry_delay=args.retry_delay, results=results, db=db))
+                                          retry_delay=args.retry_delay, results=results, db=db,
+                                          rejects=args.rejects))
     except KeyboardInterrupt:
         interrupted = True
         batch = summarize_batch(filenames, results, time.perf_counter() - started)

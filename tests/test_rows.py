@@ -232,7 +232,7 @@ def test_tally_counts_every_rejected_row_but_lists_only_the_first_hundred():
     tally = FileTally()
 
     for line in range(2, 152):
-        tally.reject(line, "date is empty")
+        tally.reject(line, "date is empty", ["T1", "C1", "9.99", "", "fuel"])
 
     assert tally.invalid_rows == 150
     assert len(tally.row_errors) == 100
