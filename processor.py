@@ -1197,6 +1197,11 @@ def spreadsheet_safe(value: str) -> str:
     return value
 
 
+def write_safe_row(file: TextIO, cells: list[str]) -> None:
+    """Write one CSV row, each cell made spreadsheet_safe."""
+    csv.writer(file).writerow(map(spreadsheet_safe, cells))
+
+
 class RejectsFile:
     """A with block around reading one file: its rejected rows go to a temporary file, which
     gets its final name if the block ends normally and is removed if it ends with an exception."""
@@ -1218,9 +1223,8 @@ class RejectsFile:
         try:
             if self.file is None:
                 self.file = open(self.temporary, "w", encoding="utf-8", newline="")
-                csv.writer(self.file).writerow(["line", "reason", *self.header])
-            cells = [reason, *map(readable_text, fields)]
-            csv.writer(self.file).writerow([line, *map(spreadsheet_safe, cells)])
+                write_safe_row(self.file, ["line", "reason", *self.header])
+            write_safe_row(self.file, [str(line), reason, *map(readable_text, fields)])
         except OSError as error:
             raise self.cannot_write(error) from None
 
