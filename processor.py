@@ -26,6 +26,8 @@ Sections, in reading order (each starts with a `# --- Name ---` comment):
     The report         the human report, the JSON, and the exit status
     Retrying files     --retries: try a file again after a growing wait that holds no slot
     Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
+    Keeping rejects    --rejects: every rejected row, written as it comes to a temporary file
+                       that gets its final name only when its input was read to its end
     The command line   parsing arguments, and main
 """
 
@@ -1135,7 +1137,7 @@ class DatabaseWriter:
                 f"{plural(len(self.failures), 'write')} failed, the first: {self.failures[0]}")
 
 
-# --- Keeping rejected rows ---
+# --- Keeping rejects ---
 
 # The report lists a file's first rejected rows; --rejects DIR keeps every one of them, with its
 # line and reason, in DIR/<name>.rejects.csv, for an analyst to repair and send back. The rows
