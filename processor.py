@@ -508,7 +508,8 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
     Never raises for a file-level problem (missing, not a regular file, unreadable, empty,
     bad header, changed while being read): that gives status "error", a one-line reason, and
     `retryable` true when the problem may pass. Rejected rows are counted and listed with their
-    line numbers; they never stop the file.
+    line numbers; they never stop the file. Under process_batch(..., rejects=DIR) each one is
+    also written to the file's rejects file; if that cannot be written, the file is an error.
     """
     started = time.perf_counter()
     bytes_read = bytes_read_board.get({})
@@ -1184,6 +1185,9 @@ def prepare_rejects(folder: str, filenames: list[str]) -> dict[str, str]:
         with open(probe, "w"):
             pass
         os.remove(probe)
+    except FileExistsError:
+        raise RejectsUnusable(f"cannot write rejected rows to {folder}: it is a file, "
+                              "not a folder") from None
     except OSError as error:
         raise RejectsUnusable(f"cannot write rejected rows to {folder}: "
                               f"{error.strerror or error}") from None

@@ -241,7 +241,8 @@ def test_an_unusable_folder_exits_2_with_a_one_line_message(write_csv, capsys):
     out, err = capsys.readouterr()
     assert stopped.value.code == 2
     assert out == ""
-    assert err == f"processor.py: error: cannot write rejected rows to {path}: File exists\n"
+    assert err == (f"processor.py: error: cannot write rejected rows to {path}: "
+                   "it is a file, not a folder\n")
 
 
 # --- The command line ---
