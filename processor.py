@@ -34,6 +34,7 @@ Sections, in reading order (each starts with a `# --- Name ---` comment):
 import argparse
 import asyncio
 import csv
+import errno
 import functools
 import glob
 import itertools
@@ -1181,7 +1182,10 @@ def prepare_rejects(folder: str, filenames: list[str]) -> dict[str, str]:
     probe = os.path.join(folder, f".write-test.{os.getpid()}.tmp")
     try:
         os.makedirs(folder, exist_ok=True)
-        # Writing is the only sure test: permissions do not stop root, a read-only disk stops all.
+        # Root may write anywhere, but a folder that nobody may write to was made read-only on
+        # purpose; for everyone else, writing is the only sure test (a read-only disk, a quota).
+        if os.stat(folder).st_mode & 0o222 == 0:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         with open(probe, "w"):
             pass
         os.remove(probe)

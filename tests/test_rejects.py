@@ -232,7 +232,22 @@ async def test_a_folder_that_cannot_be_made_raises_before_any_file_is_read(
     assert read == []
 
 
-def test_an_unusable_folder_exits_2_with_a_one_line_message(write_csv, capsys):
+def test_a_read_only_folder_exits_2_with_a_one_line_message(write_csv, tmp_path, capsys):
+    path = write_csv("bad.csv", HEADER + bad_dates(1))
+    folder = tmp_path / "rejects"
+    folder.mkdir(mode=0o555)
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--delay", "0", "--rejects", str(folder), path])
+
+    out, err = capsys.readouterr()
+    assert stopped.value.code == 2
+    assert out == ""
+    assert err == f"processor.py: error: cannot write rejected rows to {folder}: Permission denied\n"
+    assert os.listdir(folder) == []
+
+
+def test_a_file_where_the_folder_should_be_exits_2_with_a_one_line_message(write_csv, capsys):
     path = write_csv("bad.csv", HEADER + bad_dates(1))
 
     with pytest.raises(SystemExit) as stopped:
