@@ -188,7 +188,12 @@ async def test_a_batch_cancelled_mid_file_leaves_no_rejects_file_for_that_file(w
 async def test_a_retried_file_keeps_only_the_rows_of_its_last_attempt(
         write_csv, tmp_path, change_mid_read):
     path = write_csv("growing.csv", HEADER + bad_dates(150))
-    change_mid_read(lambda: open(path, "a").write("Z1,C1,1.00,2024-13-01,fuel\n"))
+
+    def append() -> None:  # the client is still writing while the first attempt reads
+        with open(path, "a") as file:
+            file.write("Z1,C1,1.00,2024-13-01,fuel\n")
+
+    change_mid_read(append)
 
     batch = await process_batch([path], delay=0, retries=1, retry_delay=0,
                                 rejects=tmp_path / "rejects")
@@ -224,7 +229,12 @@ async def test_a_folder_that_cannot_be_made_raises_before_any_file_is_read(
         write_csv, tmp_path, monkeypatch):
     path = write_csv("bad.csv", HEADER + bad_dates(1))
     read = []
-    monkeypatch.setattr(processor, "process_file", lambda filename, **options: read.append(1))
+
+    async def reading(filename, **options):
+        read.append(filename)
+        return processor.blank_result(filename, "completed")
+
+    monkeypatch.setattr(processor, "process_file", reading)
 
     with pytest.raises(RejectsUnusable, match="cannot write rejected rows to .*: Not a directory"):
         await process_batch([path], delay=0, rejects=os.path.join(path, "rejects"))
