@@ -45,6 +45,7 @@ import queue
 import random
 import re
 import stat
+import string
 import sys
 import threading
 import time
@@ -116,6 +117,9 @@ class FileResult(TypedDict):
     attempts: int  # 1 unless --retries tried the file again
     earlier_errors: list[str]  # the error of each attempt before the last, in order
     rejects_file: str | None  # with --rejects, the file holding every rejected row, if any
+    slot: int | None  # under process_batch, the slot (1, 2, ...) its last attempt held
+    start_offset: float | None  # and when it took and left that slot, in seconds from the
+    end_offset: float | None  # batch's start; None for a file never processed in a batch
 
 
 class BatchSummary(TypedDict):
@@ -384,6 +388,7 @@ def blank_result(filename: str, status: str, *, error: str | None = None,
         "date_range": {"earliest": None, "latest": None},
         "processing_time": seconds, "invalid_rows": 0, "row_errors": [], "error": error,
         "retryable": retryable, "attempts": 1, "earlier_errors": [], "rejects_file": None,
+        "slot": None, "start_offset": None, "end_offset": None,
     }
 
 
@@ -412,17 +417,26 @@ def completed_result(filename: str, tally: FileTally, seconds: float) -> FileRes
         "row_errors": tally.row_errors,
         "error": None, "retryable": False, "attempts": 1, "earlier_errors": [],
         "rejects_file": tally.rejects.kept_as if tally.rejects is not None else None,
+        "slot": None, "start_offset": None, "end_offset": None,
     }
 
 
 # --- Processing a file ---
 
-# How many bytes of each file process_file has read, for the monitor's estimate of the time left.
+@dataclass
+class FileProgress:
+    """How far process_file has got in one file: for the monitor and the dashboard."""
+    started: float  # time.perf_counter() when process_file began
+    bytes_read: int = 0
+    tally: FileTally = field(default_factory=FileTally)  # the rows so far
+
+
+# Each file's progress, for the monitor's estimate of the time left and for the dashboard.
 # It travels in a context variable, not a parameter, so that process_file keeps the contract's
 # signature and a test can wrap it freely: process_batch sets a fresh dict here, and every task
 # it starts inherits a copy of its context, so all of them see that same dict. Outside a batch,
 # process_file writes to a dict that nobody reads.
-bytes_read_board: ContextVar[dict[str, int]] = ContextVar("bytes_read_board")
+progress_board: ContextVar[dict[str, FileProgress]] = ContextVar("progress_board")
 
 
 def check_regular_file(filename: str) -> None:
@@ -513,7 +527,8 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
     also written to the file's rejects file; if that cannot be written, the file is an error.
     """
     started = time.perf_counter()
-    bytes_read = bytes_read_board.get({})
+    progress = FileProgress(started)
+    progress_board.get({})[filename] = progress
     try:
         check_regular_file(filename)
         # The file is streamed, never read whole. A bad byte must not end the file, only its row:
@@ -526,8 +541,9 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
             # of them gets its final name only if nothing went wrong, else it is removed.
             with open_rejects(filename, reader.columns) as rejects:
                 tally = FileTally(rejects=rejects)
+                progress.tally = tally
                 while reader.fold_batch(tally) == ROWS_PER_YIELD:
-                    bytes_read[filename] = os.lseek(file.fileno(), 0, os.SEEK_CUR)
+                    progress.bytes_read = os.lseek(file.fileno(), 0, os.SEEK_CUR)
                     # Tasks only take turns at an await. Without this one a long file would
                     # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
                     await asyncio.sleep(delay)
@@ -608,6 +624,20 @@ def estimate_seconds_left(elapsed: float, bytes_done: int, bytes_total: int) -> 
     return elapsed * max(bytes_total - bytes_done, 0) / bytes_done
 
 
+def count_bytes_done(sizes: dict[str, int], results: dict[str, FileResult],
+                     board: dict[str, FileProgress]) -> int:
+    """Return how many bytes of the files are done: a file with a result counts whole."""
+    return sum(size if name in results else board[name].bytes_read if name in board else 0
+               for name, size in sizes.items())
+
+
+def format_time_left(seconds_left: float | None) -> str:
+    """Return `about 4 s left`, or `estimating time left` before there is anything to go by."""
+    if seconds_left is None:
+        return "estimating time left"
+    return f"about {max(1, round(seconds_left))} s left"
+
+
 def format_progress(done: int, total: int, newly_finished: list[str],
                     seconds_left: float | None, waiting: list[str] | None = None) -> str:
     """Return the monitor's line: `Processed 3 of 7 files (43%) | finished: a.csv | about 4 s left`,
@@ -621,8 +651,7 @@ def format_progress(done: int, total: int, newly_finished: list[str],
     if waiting:
         parts.append("waiting to retry: " + ", ".join(waiting))
     if done < total:
-        parts.append("estimating time left" if seconds_left is None
-                     else f"about {max(1, round(seconds_left))} s left")
+        parts.append(format_time_left(seconds_left))
     return " | ".join(parts)
 
 
@@ -635,7 +664,7 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult],
     """
     names = list(dict.fromkeys(filenames))
     sizes = {name: file_size(name) for name in names}
-    bytes_read = bytes_read_board.get({})
+    board = progress_board.get({})
     loop = asyncio.get_running_loop()
     started = loop.time()
     next_line_at = started + MONITOR_INTERVAL_S
@@ -648,9 +677,8 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult],
         if all_done or loop.time() >= next_line_at:
             newly_finished = [name for name in finished if name not in reported]
             reported.update(newly_finished)
-            bytes_done = sum(sizes[name] if name in results else bytes_read.get(name, 0)
-                             for name in names)
-            seconds_left = estimate_seconds_left(loop.time() - started, bytes_done,
+            seconds_left = estimate_seconds_left(loop.time() - started,
+                                                 count_bytes_done(sizes, results, board),
                                                  sum(sizes.values()))
             status_line.print(format_progress(len(finished), len(names), newly_finished,
                                               seconds_left,
@@ -669,30 +697,64 @@ def largest_first(filenames: list[str]) -> list[str]:
     return sorted(filenames, key=file_size, reverse=True)
 
 
+class BatchEvent(NamedTuple):
+    at: float  # seconds from the batch's start
+    text: str  # `finished a.csv (600 valid, 8 rejected)`, `error b.csv: ...`, `retry c.csv ...`
+
+
 @dataclass
 class BatchRun:
-    """What the files' tasks in one batch share: the slots, the settings, where results go."""
+    """What the files' tasks in one batch share: the slots, the settings, where results go, and
+    what has happened so far."""
     semaphore: asyncio.Semaphore
+    slots: list[str | None]  # the file holding each of the semaphore's slots, None when free
     delay: float
     retries: int
     retry_delay: float
     results: dict[str, FileResult]
     db: "DatabaseWriter | None"
+    started: float = field(default_factory=time.perf_counter)
     waiting: set[str] = field(default_factory=set)  # files waiting to retry, for the monitor
+    events: list[BatchEvent] = field(default_factory=list)  # for the dashboard
+
+    def note(self, text: str) -> None:
+        self.events.append(BatchEvent(time.perf_counter() - self.started, text))
 
 
-async def process_in_slot(filename: str, semaphore: asyncio.Semaphore, delay: float) -> FileResult:
-    """Process one file once the semaphore has a free slot, and return its result."""
+async def process_in_slot(filename: str, run: BatchRun) -> FileResult:
+    """Process one file once the semaphore has a free slot; return its result, which says
+    which slot it held and when."""
     # Every file's task starts at once, but only max_concurrent of them get past this line at a
     # time; the rest wait here, holding nothing, until a file finishes and frees its slot.
-    async with semaphore:
+    async with run.semaphore:
+        # The semaphore only counts free slots; this list says which file holds which, for the
+        # dashboard and the timeline. A file frees its slot before it releases the semaphore,
+        # so whoever gets in next always finds one free.
+        slot = run.slots.index(None)
+        run.slots[slot] = filename
+        taken = time.perf_counter()
         try:
-            return await process_file(filename, delay=delay)
+            result = await process_file(filename, delay=run.delay)
         except Exception as error:
             # process_file reports file problems itself, so this is a bug; one file's bug must
             # not take the other files' results down with it.
-            return blank_result(filename, "error",
-                                error=f"unexpected {type(error).__name__}: {error}")
+            result = blank_result(filename, "error",
+                                  error=f"unexpected {type(error).__name__}: {error}")
+        finally:
+            run.slots[slot] = None
+        result["slot"] = slot + 1
+        result["start_offset"] = taken - run.started
+        result["end_offset"] = time.perf_counter() - run.started
+    return result
+
+
+def describe_result(result: FileResult) -> str:
+    """Return the event a file's result makes: `finished a.csv (600 valid, 8 rejected)` or
+    `error b.csv: No such file or directory`."""
+    if result["status"] != "completed":
+        return f"{result['status']} {result['filename']}: {result['error']}"
+    return (f"finished {result['filename']} ({result['total_transactions']:,} valid, "
+            f"{result['invalid_rows']:,} rejected)")
 
 
 async def finish_file(filename: str, run: BatchRun) -> None:
@@ -700,6 +762,7 @@ async def finish_file(filename: str, run: BatchRun) -> None:
     its result."""
     result = await process_with_retries(filename, run)
     run.results[filename] = result
+    run.note(describe_result(result))
     if run.db is not None:
         run.db.save(result)
 
@@ -739,13 +802,14 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         db = await asyncio.to_thread(DatabaseWriter, os.fspath(db), names,
                                      max_concurrent=max_concurrent, delay=delay)
     results = {} if results is None else results
-    run = BatchRun(asyncio.Semaphore(max_concurrent), delay, retries, retry_delay, results, db)
-    board_token = bytes_read_board.set({})
+    slots: list[str | None] = [None] * min(max_concurrent, len(names))
+    run = BatchRun(asyncio.Semaphore(max_concurrent), slots, delay, retries, retry_delay,
+                   results, db)
+    board_token = progress_board.set({})
     rejects_token = rejects_paths.set(kept_rejects)
-    started = time.perf_counter()
-    # The loop keeps only weak references to tasks: these two variables keep them alive.
-    spinner = asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}"))
-    monitor = asyncio.create_task(monitor_progress(names, results, waiting=run.waiting))
+    # The loop keeps only weak references to tasks: this list keeps them alive.
+    shows = [asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}")),
+             asyncio.create_task(monitor_progress(names, results, waiting=run.waiting))]
     try:
         # The semaphore lets files in the order they reach it. Largest first: a big file started
         # last would run on alone after the others, with slots idle; started first, the small
@@ -753,16 +817,16 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         # gather, not a TaskGroup: process_in_slot turns failures into results, and a TaskGroup
         # would cancel every other file as soon as one raised.
         await asyncio.gather(*(finish_file(name, run) for name in largest_first(names)))
-        elapsed = time.perf_counter() - started
-        await monitor
+        elapsed = time.perf_counter() - run.started
+        await shows[-1]  # the monitor's last line, or the dashboard's last frame
     finally:
         # This runs whether the files finished, something raised, or the batch was cancelled
         # (on Python 3.11+ Ctrl-C cancels the main task). Left running, the spinner would draw
-        # over the report; awaiting both makes sure the spinner has erased its line.
-        spinner.cancel()
-        monitor.cancel()
-        await asyncio.gather(spinner, monitor, return_exceptions=True)
-        bytes_read_board.reset(board_token)
+        # over the report; awaiting them makes sure the spinner has erased its line.
+        for task in shows:
+            task.cancel()
+        await asyncio.gather(*shows, return_exceptions=True)
+        progress_board.reset(board_token)
         rejects_paths.reset(rejects_token)
         if db is not None:
             # Here too after Ctrl-C: what finished is saved before the program reports and exits.
@@ -936,12 +1000,13 @@ async def process_with_retries(filename: str, run: BatchRun) -> FileResult:
     """
     earlier_errors: list[str] = []
     while True:
-        result = await process_in_slot(filename, run.semaphore, run.delay)
+        result = await process_in_slot(filename, run)
         if not result["retryable"] or len(earlier_errors) == run.retries:
             break
         earlier_errors.append(str(result["error"]))
         wait = retry_wait(len(earlier_errors), run.retry_delay,
                           random.uniform(-RETRY_JITTER, RETRY_JITTER))
+        run.note(f"retry {filename} in {wait:.1f} s: {result['error']}")
         # The point of this pattern: the file sleeps outside process_in_slot, holding no slot,
         # so the other files keep every slot busy meanwhile. Were it to sleep in its slot, each
         # waiting file would idle a slot, and enough of them would stall the whole batch.
@@ -1266,6 +1331,139 @@ def open_rejects(filename: str, columns: Columns) -> AbstractContextManager[Reje
     return nullcontext() if path is None else RejectsFile(path, columns.names)
 
 
+# --- The timeline ---
+
+# --timeline draws, after the report, what the semaphore did: one row per slot, time running
+# left to right, each file's span in the slot it held. No row ever holds two files at once,
+# and the dots are where a slot sat idle.
+
+TIMELINE_WIDTH = 80  # columns when stdout is not a terminal
+TIMELINE_RIGHT_MARGIN = 4  # room after the chart for the slots' closing | and the last second
+TIMELINE_TICK_GAP = 10  # the fewest columns between two ticks of the time axis
+
+
+class Span(NamedTuple):
+    """The time one file held one slot, in seconds from the batch's start."""
+    slot: int
+    start: float
+    end: float
+    filename: str
+
+
+def span_of(result: FileResult) -> Span | None:
+    """Return the span of the file's last attempt, or None if it never held a slot."""
+    slot, start, end = result["slot"], result["start_offset"], result["end_offset"]
+    if slot is None or start is None or end is None:
+        return None
+    return Span(slot, start, end, result["filename"])
+
+
+def legend_key(index: int) -> str:
+    """Return the key of a file named in the legend: a, b, ... z, aa, ab, ..."""
+    key = ""
+    index += 1
+    while index:
+        index, letter = divmod(index - 1, 26)
+        key = string.ascii_lowercase[letter] + key
+    return key
+
+
+def span_labels(spans: list[Span]) -> dict[Span, str]:
+    """Return each span's label: its file's base name, or its whole name if two share it."""
+    base_names = Counter(os.path.basename(span.filename) for span in spans)
+    return {span: os.path.basename(span.filename)
+            if base_names[os.path.basename(span.filename)] == 1 else span.filename
+            for span in spans}
+
+
+def span_columns(spans: list[Span], to_column: Callable[[float], int],
+                 chart: int) -> dict[Span, tuple[int, int]]:
+    """Return each span's first column and the column after its last, at least one column
+    each but cut short where the next span in its slot begins."""
+    columns = {}
+    ordered = sorted(spans)  # by slot, then by start
+    for span, after in zip(ordered, [*ordered[1:], None]):
+        first = min(to_column(span.start), chart - 1)
+        limit = chart if after is None or after.slot != span.slot else to_column(after.start)
+        columns[span] = (first, min(max(to_column(span.end), first + 1), limit))
+    return columns
+
+
+def draw_span(width: int, text: str) -> str:
+    """Return a span `width` columns wide, `[name====]`, with text in it if it fits."""
+    if width >= len(text) + 2:
+        return "[" + text.ljust(width - 2, "=") + "]"
+    if width <= 1:
+        return "|" * width  # a span cut to no columns at all is not drawn
+    return "[" + "=" * (width - 2) + "]"
+
+
+def tick_step(duration: float, chart: int) -> float:
+    """Return the seconds between two ticks: 1, 2 or 5 times a power of ten, the smallest
+    that leaves TIMELINE_TICK_GAP columns between ticks."""
+    smallest = duration * TIMELINE_TICK_GAP / chart
+    power = 10.0 ** math.floor(math.log10(smallest))
+    return next(power * times for times in (1, 2, 5, 10) if power * times >= smallest * 0.999)
+
+
+def format_axis(to_column: Callable[[float], int], duration: float, chart: int,
+                indent: int, width: int) -> list[str]:
+    """Return the axis under the slots: a + at each tick, then the seconds under the ticks
+    (a last one that would pass the width left out)."""
+    step = tick_step(duration, chart)
+    ruler = ["-"] * (chart + 1)
+    seconds = ""
+    for number in range(math.floor(duration / step * 1.001) + 1):
+        column = to_column(number * step)
+        ruler[column] = "+"
+        label = f"{number * step:.6g} s"  # never as wide as TIMELINE_TICK_GAP: labels never touch
+        if indent + column + len(label) <= width:
+            seconds = seconds.ljust(indent + column) + label
+    return [" " * indent + "".join(ruler), seconds]
+
+
+def format_timeline(spans: list[Span], slot_count: int, width: int) -> list[str]:
+    """Return the chart of the slots, at most `width` columns wide: a row per slot with the
+    spans in it, a time axis, and a legend for each file whose name did not fit its span."""
+    if not spans:
+        return ["Timeline: no file held a slot."]
+    indent = len(f"slot {slot_count} |")
+    chart = max(width - indent - TIMELINE_RIGHT_MARGIN, TIMELINE_TICK_GAP)
+    duration = max(max(span.end for span in spans), 1e-6)
+
+    def to_column(seconds: float) -> int:
+        return int(seconds * chart / duration + 1e-9)  # 1e-9: 0.3 * 10 must be 3, not 2
+
+    columns = span_columns(spans, to_column, chart)
+    labels = span_labels(spans)
+    unlabelled = [span for span in sorted(spans)
+                  if columns[span][1] - columns[span][0] < len(labels[span]) + 2]
+    keys = {span: legend_key(index) for index, span in enumerate(unlabelled)}
+    rows = []
+    for slot in range(1, slot_count + 1):
+        cells = ["."] * chart
+        for span in (span for span in spans if span.slot == slot):
+            first, end = columns[span]
+            cells[first:end] = draw_span(end - first, keys.get(span, labels[span]))
+        rows.append(f"slot {slot:>{indent - 7}} |" + "".join(cells) + "|")
+    header = (f"Timeline: {plural(slot_count, 'slot')} over {duration:.2f} s, "
+              f"a column every {duration / chart:.2g} s, . where a slot sat idle")
+    legend = [f"  {keys[span]} = {span.filename} (slot {span.slot}, {span.start:.2f} "
+              f"to {span.end:.2f} s)" for span in unlabelled]
+    return [header, *rows, *format_axis(to_column, duration, chart, indent, width), *legend]
+
+
+def format_batch_timeline(batch: BatchResult, max_concurrent: int, width: int) -> str:
+    """Return the timeline of a batch, from the slot and offsets in its results."""
+    spans = [span for span in map(span_of, batch["results"].values()) if span is not None]
+    return "\n".join(format_timeline(spans, min(max_concurrent, len(batch["results"])), width))
+
+
+def timeline_width() -> int:
+    """Return the columns the timeline may use: the terminal's width, or 80 off a terminal."""
+    return os.get_terminal_size().columns if sys.stdout.isatty() else TIMELINE_WIDTH
+
+
 # --- The command line ---
 
 def whole_number(text: str, minimum: int) -> int:
@@ -1375,8 +1573,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--delay", type=non_negative_seconds, default=0.1, metavar="SECONDS",
                         help="simulated I/O pause after every 100 rows; 0 runs at full speed "
                              "(default: %(default)s)")
-    parser.add_argument("--json", action="store_true",
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true",
                         help="print the results as JSON instead of the report (default: off)")
+    output.add_argument("--timeline", action="store_true",
+                        help="after the report, draw which file held which of the "
+                             "--max-concurrent slots, and when (default: off)")
     parser.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
                         help="try again, up to N more times, a file that failed for a reason "
                              "that may pass: missing, unreadable, changed while being read "
@@ -1479,6 +1681,8 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         batch = summarize_batch(filenames, results, time.perf_counter() - started)
     print(format_output(batch))
+    if args.timeline:
+        print("\n" + format_batch_timeline(batch, args.max_concurrent, timeline_width()))
     if interrupted:
         print(format_interruption(batch), file=sys.stderr)
     if db is not None:

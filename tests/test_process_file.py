@@ -44,6 +44,7 @@ async def test_small_file_statistics_match_the_hand_computed_figures(write_csv):
     assert result["date_range"] == {"earliest": "2024-01-20", "latest": "2024-03-05"}
     assert (result["invalid_rows"], result["row_errors"], result["error"]) == (0, [], None)
     assert (result["retryable"], result["attempts"], result["earlier_errors"]) == (False, 1, [])
+    assert (result["slot"], result["start_offset"], result["end_offset"]) == (None, None, None)
     assert isinstance(result["processing_time"], float) and result["processing_time"] >= 0
 
 
