@@ -44,6 +44,7 @@ import os
 import queue
 import random
 import re
+import signal
 import stat
 import string
 import sys
@@ -60,6 +61,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Callable, Collection, Iterator, NamedTuple, TextIO, TypedDict
 
 if TYPE_CHECKING:
+    import curses  # imported where --dashboard uses it, as sqlite3 for --db
     import sqlite3  # imported where --db uses it, so that a run without it does not pay for it
 
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
@@ -781,7 +783,8 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
                         retries: int = 0, retry_delay: float = 0.5,
                         results: dict[str, FileResult] | None = None,
                         db: "str | os.PathLike[str] | DatabaseWriter | None" = None,
-                        rejects: str | os.PathLike[str] | None = None) -> BatchResult:
+                        rejects: str | os.PathLike[str] | None = None,
+                        dashboard: "curses.window | None" = None) -> BatchResult:
     """Return each file's result, in input order, and a summary of the batch.
 
     A name listed twice is processed once. At most max_concurrent files are processed at any
@@ -792,7 +795,8 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
     each result saved as its file finishes; a path that cannot be used raises DatabaseUnusable
     before any file is read. Pass `rejects`, a folder, to have every rejected row of each file
     written there (see --rejects); a folder that cannot be written raises RejectsUnusable
-    before any file is read. A setting out of range raises ValueError.
+    before any file is read. Pass `dashboard`, a curses window, to have the dashboard drawn on
+    it instead of the spinner and the monitor. A setting out of range raises ValueError.
     """
     check_batch_settings(max_concurrent, retries, retry_delay)
     names = list(dict.fromkeys(filenames))
@@ -807,9 +811,13 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
                    results, db)
     board_token = progress_board.set({})
     rejects_token = rejects_paths.set(kept_rejects)
-    # The loop keeps only weak references to tasks: this list keeps them alive.
-    shows = [asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}")),
-             asyncio.create_task(monitor_progress(names, results, waiting=run.waiting))]
+    # The loop keeps only weak references to tasks: this list keeps them alive. A dashboard
+    # shows all that the spinner and the monitor would, and more, so it takes their place.
+    if dashboard is None:
+        shows = [asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}")),
+                 asyncio.create_task(monitor_progress(names, results, waiting=run.waiting))]
+    else:
+        shows = [asyncio.create_task(show_dashboard(dashboard, names, run))]
     try:
         # The semaphore lets files in the order they reach it. Largest first: a big file started
         # last would run on alone after the others, with slots idle; started first, the small
@@ -1331,6 +1339,191 @@ def open_rejects(filename: str, columns: Columns) -> AbstractContextManager[Reje
     return nullcontext() if path is None else RejectsFile(path, columns.names)
 
 
+# --- The dashboard ---
+
+# --dashboard shows the batch full screen with curses, in place of the spinner and the monitor.
+# Knowing is kept apart from drawing: take_snapshot copies what the batch knows into plain
+# values, dashboard_lines turns those into the lines to show (a pure function, tested without a
+# terminal), and show_dashboard, a task like the spinner, puts them on the screen about ten
+# times a second. It never waits for a key either: curses knows nothing of asyncio, so a
+# getch() that blocked would freeze every file along with the screen.
+
+DASHBOARD_INTERVAL_S = 0.1
+DASHBOARD_EVENTS = 5  # the most recent events shown, when there is room
+DASHBOARD_MIN_WIDTH = 72  # a file's name gets 18 columns, the rest of its line 54
+FINISHED = ("completed", "error", "cancelled")
+
+
+class FileView(NamedTuple):
+    """One file's line on the dashboard."""
+    name: str
+    status: str  # waiting, running, retry wait, or its result's status
+    bytes_done: int
+    size: int
+    valid_rows: int
+    rejected_rows: int
+    seconds: float | None  # None while it waits
+
+
+class DashboardState(NamedTuple):
+    """All the dashboard shows, as plain values."""
+    elapsed: float
+    files: list[FileView]  # in the order they start: largest first
+    slots: list[str | None]  # the file in each slot, None when free
+    events: list[BatchEvent]  # the most recent, oldest first
+
+
+def view_file(name: str, size: int, run: BatchRun, progress: FileProgress | None,
+              now: float) -> FileView:
+    """Return what the dashboard shows of one file at this moment."""
+    result = run.results.get(name)
+    if result is not None:
+        done = size if result["status"] == "completed" else 0
+        return FileView(name, result["status"], done, size, result["total_transactions"],
+                        result["invalid_rows"], result["processing_time"])
+    if name not in run.slots:
+        return FileView(name, "retry wait" if name in run.waiting else "waiting", 0, size, 0, 0,
+                        None)
+    if progress is None:  # a stand-in process_file, in a test
+        return FileView(name, "running", 0, size, 0, 0, None)
+    return FileView(name, "running", progress.bytes_read, size, progress.tally.count,
+                    progress.tally.invalid_rows, now - progress.started)
+
+
+def take_snapshot(sizes: dict[str, int], run: BatchRun) -> DashboardState:
+    """Return the batch's state now; sizes holds every file, in the order they start."""
+    now = time.perf_counter()
+    board = progress_board.get({})
+    files = [view_file(name, size, run, board.get(name), now) for name, size in sizes.items()]
+    return DashboardState(now - run.started, files, list(run.slots),
+                          run.events[-DASHBOARD_EVENTS:])
+
+
+def cut(text: str, width: int) -> str:
+    """Return text, ended with ... if it is wider than width."""
+    return text if len(text) <= width else text[:max(width - 3, 0)] + "..."[:width]
+
+
+def cut_left(text: str, width: int) -> str:
+    """Return text padded to width, or begun with ... if it is wider: the end of a file's name
+    tells it from the others."""
+    return text.ljust(width) if len(text) <= width else "..." + text[len(text) - width + 3:]
+
+
+def draw_bar(fraction: float, width: int) -> str:
+    """Return a bar `[####......]` width columns wide, filled to fraction."""
+    filled = int(fraction * (width - 2))  # full only when all is done
+    return "[" + "#" * filled + "." * (width - 2 - filled) + "]"
+
+
+def format_dashboard_header(state: DashboardState, width: int) -> list[str]:
+    """Return the dashboard's first three lines: what runs, the batch's bar, and its pace."""
+    sizes = sum(file.size for file in state.files)
+    done = [file for file in state.files if file.status in FINISHED]
+    bytes_done = sum(file.size if file.status in FINISHED else file.bytes_done
+                     for file in state.files)
+    fraction = bytes_done / sizes if sizes else len(done) / max(len(state.files), 1)
+    percent = 100 if len(done) == len(state.files) else min(99, round(100 * fraction))
+    rows = sum(file.valid_rows + file.rejected_rows for file in state.files)
+    rate = rows / state.elapsed if state.elapsed > 0 else 0.0
+    time_left = ("done" if len(done) == len(state.files) else
+                 format_time_left(estimate_seconds_left(state.elapsed, bytes_done, sizes)))
+    return [
+        cut(f"Processing {plural(len(state.files), 'file')}, up to {len(state.slots)} at a "
+            "time (q or Ctrl-C to stop)", width),
+        draw_bar(percent / 100, width - 5) + f" {percent:>3}%",
+        cut(f"{len(done)} of {len(state.files)} files done | {state.elapsed:.1f} s | "
+            f"{time_left} | {rate:,.0f} rows/s", width),
+    ]
+
+
+def first_file_shown(files: list[FileView], rows: int) -> int:
+    """Return where the list of files starts in `rows` lines: at the top, scrolled just enough
+    to show the last active file, but never past the first one."""
+    active = [index for index, file in enumerate(files)
+              if file.status in ("running", "retry wait")]
+    active = active or [index for index, file in enumerate(files) if file.status not in FINISHED]
+    active = active or [len(files) - 1]
+    return min(active[0], max(0, active[-1] - rows + 1))
+
+
+def format_file_line(file: FileView, name_width: int) -> str:
+    seconds = "-" if file.seconds is None else f"{file.seconds:.1f} s"
+    fraction = file.bytes_done / file.size if file.size else float(file.status == "completed")
+    return (f"  {cut_left(file.name, name_width)} {file.status:<10} {draw_bar(fraction, 12)} "
+            f"{file.valid_rows:>9,} {file.rejected_rows:>8,} {seconds:>8}")
+
+
+def dashboard_lines(state: DashboardState, width: int, height: int) -> list[str]:
+    """Return the lines of the dashboard for a screen of width x height: the header, the
+    slots, as many files as fit, and the last few events; or, on a screen too small for that,
+    one line that says so."""
+    fixed = 3 + 1 + len(state.slots) + 1 + 1  # header, slots and their title, two more titles
+    room = height - fixed
+    if width < DASHBOARD_MIN_WIDTH or room < 2:
+        return [cut(f"Terminal too small: {width}x{height}, the dashboard needs "
+                    f"{DASHBOARD_MIN_WIDTH}x{fixed + 2}", width)]
+    event_rows = min(max(len(state.events), 1), room // 2)  # the files get the other half or more
+    file_rows = min(len(state.files), room - event_rows)
+    top = first_file_shown(state.files, file_rows)
+    name_width = width - 54
+    number_width = len(str(len(state.slots)))
+    slots = [f"  {number:>{number_width}}  "
+             + cut_left(name or "(free)", width - 4 - number_width).rstrip()
+             for number, name in enumerate(state.slots, start=1)]
+    files_title = (f"{f'Files {top + 1}-{top + file_rows} of {len(state.files)}':<{name_width + 2}}"
+                   f" {'status':<10} {'read':<12} {'valid':>9} {'rejected':>8} {'time':>8}")
+    events = [cut(f"  {event.at:6.1f} s  {event.text}", width) for event in state.events]
+    return [
+        *format_dashboard_header(state, width),
+        "Slots", *slots,
+        files_title,
+        *(format_file_line(file, name_width) for file in state.files[top:top + file_rows]),
+        "Events", *(events[-event_rows:] or ["  (none yet)"]),
+    ]
+
+
+def draw_lines(screen: "curses.window", lines: list[str]) -> None:
+    """Put the lines on the screen in place of what it showed."""
+    import curses
+    screen.erase()
+    for row, line in enumerate(lines):
+        # curses raises after writing a screen's last cell, or past its edge (a line of wide
+        # characters): that may cost a character, never the batch. A name's bytes that are not
+        # UTF-8 could not be drawn at all, hence readable_text.
+        with suppress(curses.error):
+            screen.addstr(row, 0, readable_text(line))
+    screen.refresh()
+
+
+def read_keys(screen: "curses.window") -> None:
+    """Act on the keys pressed since the last frame: q stops the batch as Ctrl-C does."""
+    # A resized terminal needs nothing here: getch() hands curses the news as KEY_RESIZE, curses
+    # resizes the screen, and the next frame is drawn to the new size.
+    while (key := screen.getch()) != -1:
+        if key in (ord("q"), ord("Q")):
+            # The very signal Ctrl-C sends, so the very same path: asyncio cancels the batch,
+            # main reports what finished and exits 130.
+            signal.raise_signal(signal.SIGINT)
+
+
+async def show_dashboard(screen: "curses.window", names: list[str], run: BatchRun) -> None:
+    """Draw the batch on screen about ten times a second, and return after the frame in which
+    every file has a result. Pressing q stops the batch as Ctrl-C does."""
+    import curses
+    sizes = {name: file_size(name) for name in largest_first(names)}
+    screen.nodelay(True)  # getch() returns -1 at once when no key is waiting
+    with suppress(curses.error):
+        curses.curs_set(0)  # hide the cursor, on a terminal that can
+    while True:
+        read_keys(screen)
+        height, width = screen.getmaxyx()
+        draw_lines(screen, dashboard_lines(take_snapshot(sizes, run), width, height))
+        if all(name in run.results for name in sizes):
+            return
+        await asyncio.sleep(DASHBOARD_INTERVAL_S)
+
+
 # --- The timeline ---
 
 # --timeline draws, after the report, what the semaphore did: one row per slot, time running
@@ -1426,7 +1619,7 @@ def format_timeline(spans: list[Span], slot_count: int, width: int) -> list[str]
     """Return the chart of the slots, at most `width` columns wide: a row per slot with the
     spans in it, a time axis, and a legend for each file whose name did not fit its span."""
     if not spans:
-        return ["Timeline: no file held a slot."]
+        return ["Timeline: no file finished, so there is nothing to draw."]
     indent = len(f"slot {slot_count} |")
     chart = max(width - indent - TIMELINE_RIGHT_MARGIN, TIMELINE_TICK_GAP)
     duration = max(max(span.end for span in spans), 1e-6)
@@ -1591,6 +1784,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also save the batch, each file as it finishes, to this SQLite "
                              "database, created if missing; each run adds a batch "
                              "(default: not saved)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="show the batch full screen (slots, files, events) instead of the "
+                             "spinner and progress lines; q stops like Ctrl-C (default: off)")
     parser.add_argument("--rejects", type=file_path, metavar="DIR",
                         help="write every rejected row of each file, with its line and reason, "
                              "to DIR/NAME.rejects.csv, DIR created if missing; files with the "
@@ -1652,6 +1848,48 @@ def check_rejects_folder(folder: str | None, filenames: list[str]) -> None:
         raise SystemExit(EXIT_USAGE) from None
 
 
+def dashboard_unavailable() -> str | None:
+    """Return why --dashboard cannot be drawn here, or None if it can."""
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return "stdout and stderr must both be a terminal"
+    terminal = os.environ.get("TERM", "")
+    if terminal in ("", "dumb"):
+        return "TERM is dumb" if terminal else "TERM is not set"
+    try:
+        import curses
+    except ImportError:
+        return "this Python has no curses module"
+    try:
+        curses.setupterm(terminal, sys.stdout.fileno())
+    except curses.error:
+        return f"the terminal type {terminal!r} is unknown here"
+    return None
+
+
+def check_dashboard(wanted: bool) -> bool:
+    """Return whether to draw the dashboard; if it was wanted but cannot be, say why."""
+    why_not = dashboard_unavailable() if wanted else None
+    if why_not is not None:
+        print(f"processor.py: no dashboard ({why_not}); showing the progress lines instead",
+              file=sys.stderr)
+    return wanted and why_not is None
+
+
+def run_batch(args: argparse.Namespace, filenames: list[str], results: dict[str, FileResult],
+              db: DatabaseWriter | None, *, dashboard: bool) -> BatchResult:
+    """Run the batch to its end; with the dashboard, full screen."""
+    batch = functools.partial(process_batch, filenames, max_concurrent=args.max_concurrent,
+                              delay=args.delay, retries=args.retries,
+                              retry_delay=args.retry_delay, results=results, db=db,
+                              rejects=args.rejects)
+    if not dashboard:
+        return asyncio.run(batch())
+    import curses
+    # wrapper hands over the screen, and gives the terminal back as it was however the batch
+    # ends, Ctrl-C included, before main prints a word.
+    return curses.wrapper(lambda screen: asyncio.run(batch(dashboard=screen)))
+
+
 def format_interruption(batch: BatchResult) -> str:
     """Return the line that names the files Ctrl-C stopped."""
     unfinished = [name for name, result in batch["results"].items()
@@ -1664,6 +1902,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
     args, filenames = parse_command_line(argv)
     check_rejects_folder(args.rejects, filenames)
+    dashboard = check_dashboard(args.dashboard)
     format_output = format_json if args.json else format_report
     results: dict[str, FileResult] = {}
     started = time.perf_counter()
@@ -1673,10 +1912,7 @@ def main(argv: list[str] | None = None) -> int:
         db = start_database(args, filenames)  # a locked database can keep it waiting for Ctrl-C
         print(f"Processing {plural(len(filenames), 'file')}, up to "
               f"{args.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
-        batch = asyncio.run(process_batch(filenames, max_concurrent=args.max_concurrent,
-                                          delay=args.delay, retries=args.retries,
-                                          retry_delay=args.retry_delay, results=results, db=db,
-                                          rejects=args.rejects))
+        batch = run_batch(args, filenames, results, db, dashboard=dashboard)
     except KeyboardInterrupt:
         interrupted = True
         batch = summarize_batch(filenames, results, time.perf_counter() - started)

@@ -75,8 +75,8 @@ def test_a_last_second_that_would_pass_the_width_is_left_out():
     assert lines[-2:] == ["        +---------+---------+", "        0 s       100 s"]
 
 
-def test_no_span_at_all_says_so():
-    assert format_timeline([], 3, 80) == ["Timeline: no file held a slot."]
+def test_no_finished_file_at_all_says_so():
+    assert format_timeline([], 3, 80) == ["Timeline: no file finished, so there is nothing to draw."]
 
 
 @pytest.mark.parametrize("width, text, drawn", [
