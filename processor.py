@@ -28,6 +28,9 @@ Sections, in reading order (each starts with a `# --- Name ---` comment):
     Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
     Keeping rejects    --rejects: every rejected row, written as it comes to a temporary file
                        that gets its final name only when its input was read to its end
+    The dashboard      --dashboard: the batch full screen; a pure function lays out the lines,
+                       a task draws them with curses ten times a second
+    The timeline       --timeline: after the report, a chart of which file held which slot, when
     The command line   parsing arguments, and main
 """
 
@@ -1733,6 +1736,19 @@ as -3.00) is written with a ' before it. A rejects file gets its name once its i
 been read to its end; until then it is a hidden .tmp file in DIR, removed if the file
 fails or is stopped by Ctrl-C.
 
+With --dashboard, the batch is shown full screen in place of the spinner and progress
+lines: its progress, the file in each of the --max-concurrent slots, each file's status,
+bytes read, valid and rejected rows and time, and the latest events (finished, error,
+retry). q stops the batch as Ctrl-C does; the report prints once the screen is given
+back. It needs stdout and stderr on a terminal that curses knows (TERM); if they are not,
+a one-line notice says why and the progress lines are shown instead.
+
+With --timeline, the report is followed by a chart of the slots: a row per slot, time
+running left to right, each file drawn where it held its slot, dots where a slot sat
+idle, and a key to the files whose names did not fit. It cannot be combined with --json,
+where each result's slot, start_offset and end_offset (seconds from the batch's start)
+carry the same figures.
+
 exit status:
   0    every file completed (some rows may have been rejected)
   1    at least one file could not be processed (missing, unreadable, empty, bad header,
@@ -1749,6 +1765,7 @@ example:
   python processor.py --db results.db sample_data
   python processor.py --retries 3 incoming/*.csv
   python processor.py --rejects rejects sample_data
+  python processor.py --dashboard --timeline sample_data
 """
 
 
