@@ -1446,11 +1446,12 @@ def first_file_shown(files: list[FileView], rows: int) -> int:
     active = [index for index, file in enumerate(files)
               if file.status in ("running", "retry wait")]
     active = active or [index for index, file in enumerate(files) if file.status not in FINISHED]
-    active = active or [len(files) - 1]
+    active = active or [max(len(files) - 1, 0)]
     return min(active[0], max(0, active[-1] - rows + 1))
 
 
 def format_file_line(file: FileView, name_width: int) -> str:
+    """Return a file's line: name, status, a bar of the bytes read, rows so far, time."""
     seconds = "-" if file.seconds is None else f"{file.seconds:.1f} s"
     fraction = file.bytes_done / file.size if file.size else float(file.status == "completed")
     return (f"  {cut_left(file.name, name_width)} {file.status:<10} {draw_bar(fraction, 12)} "

@@ -254,8 +254,8 @@ def terminal_run():
 
 @pytest.fixture
 def slow_files(write_csv) -> list[str]:
-    """Two files that take about a second each with --delay 0.05: 20 pauses of them."""
-    return [write_csv(f"client{n}.csv", HEADER + rows_of(2000)) for n in (1, 2)]
+    """Two files that take about 1.5 s each with --delay 0.05: 30 pauses of them."""
+    return [write_csv(f"client{n}.csv", HEADER + rows_of(3000)) for n in (1, 2)]
 
 
 def test_a_dashboard_run_leaves_the_alternate_screen_restores_the_terminal_and_reports(
