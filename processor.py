@@ -631,9 +631,10 @@ def estimate_seconds_left(elapsed: float, bytes_done: int, bytes_total: int) -> 
 
 def count_bytes_done(sizes: dict[str, int], results: dict[str, FileResult],
                      board: dict[str, FileProgress]) -> int:
-    """Return how many bytes of the files are done: a file with a result counts whole."""
-    return sum(size if name in results else board[name].bytes_read if name in board else 0
-               for name, size in sizes.items())
+    """Return how many bytes of the files are done: a file with a result counts whole, one
+    not started yet as 0."""
+    bytes_read = {name: progress.bytes_read for name, progress in board.items()}
+    return sum(size if name in results else bytes_read.get(name, 0) for name, size in sizes.items())
 
 
 def format_time_left(seconds_left: float | None) -> str:

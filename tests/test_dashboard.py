@@ -180,6 +180,48 @@ def test_a_file_that_failed_shows_nothing_read():
                                                                0.01)
 
 
+def test_a_result_becomes_an_event_that_says_how_it_ended():
+    finished = processor.blank_result("a.csv", "completed") | {
+        "total_transactions": 1200, "invalid_rows": 3}
+    failed = processor.blank_result("b.csv", "error", error="Empty file: no header row")
+
+    assert processor.describe_result(finished) == "finished a.csv (1,200 valid, 3 rejected)"
+    assert processor.describe_result(failed) == "error b.csv: Empty file: no header row"
+
+
+@pytest.mark.asyncio
+async def test_with_a_dashboard_the_batch_draws_it_in_place_of_the_spinner_and_monitor(
+        write_csv, tmp_path, monkeypatch):
+    good = write_csv("good.csv", HEADER + rows_of(2))
+    missing = str(tmp_path / "missing.csv")
+    started: list[str] = []
+    runs: list[BatchRun] = []
+
+    async def never(*args, **options):
+        started.append("spinner or monitor")
+
+    async def fake_dashboard(screen, names, run):
+        runs.append(run)
+        while len(run.results) < len(names):
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(processor, "show_spinner", never)
+    monkeypatch.setattr(processor, "monitor_progress", never)
+    monkeypatch.setattr(processor, "show_dashboard", fake_dashboard)
+    await processor.process_batch([good, missing], delay=0, retries=1, retry_delay=0,
+                                  dashboard="a screen")
+
+    assert started == []
+    texts = [event.text for event in runs[0].events]
+    assert sorted(texts) == [
+        f"error {missing}: No such file or directory",
+        f"finished {good} (2 valid, 0 rejected)",
+        f"retry {missing} in 0.0 s: No such file or directory",
+    ]
+    assert texts.index(f"retry {missing} in 0.0 s: No such file or directory") < texts.index(
+        f"error {missing}: No such file or directory")
+
+
 # --- Whole runs under a pseudo-terminal ---
 
 class TerminalRun:
