@@ -49,7 +49,6 @@ import random
 import re
 import signal
 import stat
-import string
 import sys
 import threading
 import time
@@ -1229,7 +1228,7 @@ REJECTS_SUFFIX = ".rejects.csv"
 FORMULA_STARTS = ("=", "@", "\t", "\r", "+", "-")
 
 # Where each input's rejected rows go, for process_file to find: process_batch sets it, as it
-# sets bytes_read_board, so that process_file keeps the contract's signature.
+# sets progress_board, so that process_file keeps the contract's signature.
 rejects_paths: ContextVar[dict[str, str]] = ContextVar("rejects_paths", default={})
 
 
@@ -1562,7 +1561,7 @@ def legend_key(index: int) -> str:
     index += 1
     while index:
         index, letter = divmod(index - 1, 26)
-        key = string.ascii_lowercase[letter] + key
+        key = chr(ord("a") + letter) + key
     return key
 
 
