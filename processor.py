@@ -60,7 +60,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import TYPE_CHECKING, Callable, Collection, Iterator, NamedTuple, TextIO, TypedDict
+from typing import (TYPE_CHECKING, Callable, Collection, Coroutine, Iterator, NamedTuple, TextIO,
+                    TypedDict, TypeVar)
 
 if TYPE_CHECKING:
     import curses  # imported where --dashboard uses it, as sqlite3 for --db
@@ -80,6 +81,8 @@ EXIT_OK = 0
 EXIT_FILE_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a program stopped by Ctrl-C
+
+T = TypeVar("T")
 
 # Decimal's default context keeps 28 significant digits, so a long enough sum would be rounded.
 # In this one no sum of amounts can outgrow the precision, so adding is always exact.
@@ -595,6 +598,18 @@ class StatusLine:
 status_line = StatusLine()
 
 
+async def spin(describe: Callable[[], str]) -> None:
+    """Draw a spinner frame and describe()'s text on stderr every 0.1 s until cancelled, then
+    erase the line."""
+    try:
+        for frame in itertools.cycle(SPINNER_FRAMES):
+            status_line.draw(f"{frame} {describe()}")
+            await asyncio.sleep(SPINNER_INTERVAL_S)
+    finally:
+        # The cancel arrives at the sleep above; erasing here leaves a clean line even after Ctrl-C.
+        status_line.clear()
+
+
 async def show_spinner(message: str) -> None:
     """Spin `\\ | / -` before message on stderr until cancelled, then erase the line.
 
@@ -602,13 +617,7 @@ async def show_spinner(message: str) -> None:
     """
     if not sys.stderr.isatty():
         await asyncio.Event().wait()  # never set: only the cancel ends this wait
-    try:
-        for frame in itertools.cycle(SPINNER_FRAMES):
-            status_line.draw(f"{frame} {message}")
-            await asyncio.sleep(SPINNER_INTERVAL_S)
-    finally:
-        # The cancel arrives at the sleep above; erasing here leaves a clean line even after Ctrl-C.
-        status_line.clear()
+    await spin(lambda: message)
 
 
 # --- The monitor ---
@@ -721,9 +730,12 @@ class BatchRun:
     started: float = field(default_factory=time.perf_counter)
     waiting: set[str] = field(default_factory=set)  # files waiting to retry, for the monitor
     events: list[BatchEvent] = field(default_factory=list)  # for the dashboard
+    print_events: bool = False  # print each event on stderr too, as --watch does
 
     def note(self, text: str) -> None:
         self.events.append(BatchEvent(time.perf_counter() - self.started, text))
+        if self.print_events:
+            status_line.print(text)
 
 
 async def process_in_slot(filename: str, run: BatchRun) -> FileResult:
@@ -1092,6 +1104,7 @@ class BatchOptions(NamedTuple):
 class BatchEnd(NamedTuple):
     """The writer thread's sentinel: no more results, and the batch's final state."""
     state: str  # "completed" or "interrupted"
+    file_count: int  # the files saved: a --watch session knows them only at its end
 
 
 def utc_now() -> str:
@@ -1143,10 +1156,10 @@ def save_result(connection: "sqlite3.Connection", batch_id: int, result: FileRes
             [(batch_id, filename, error["line"], error["reason"]) for error in result["row_errors"]])
 
 
-def end_batch(connection: "sqlite3.Connection", batch_id: int, state: str) -> None:
+def end_batch(connection: "sqlite3.Connection", batch_id: int, end: BatchEnd) -> None:
     with connection:
-        connection.execute("UPDATE batches SET state = ?, finished_at = ? WHERE batch_id = ?",
-                           (state, utc_now(), batch_id))
+        connection.execute("UPDATE batches SET state = ?, file_count = ?, finished_at = ?"
+                           " WHERE batch_id = ?", (*end, utc_now(), batch_id))
 
 
 class DatabaseWriter:
@@ -1178,7 +1191,12 @@ class DatabaseWriter:
         unfinished = [name for name in filenames if name not in results]
         for name in unfinished:
             self.save(blank_result(name, "cancelled"))
-        self.inbox.put_nowait(BatchEnd("interrupted" if unfinished else "completed"))
+        await self.close(BatchEnd("interrupted" if unfinished else "completed", len(filenames)))
+
+    async def close(self, end: BatchEnd) -> None:
+        """End the batch as `end` says, once the results handed over are written; wait for the
+        thread."""
+        self.inbox.put_nowait(end)
         # join() blocks, so it waits in a thread of the loop's executor, leaving the loop free.
         await asyncio.to_thread(self.thread.join)
 
@@ -1197,7 +1215,7 @@ class DatabaseWriter:
                 self.attempt(message["filename"],
                              functools.partial(save_result, connection, batch_id, message))
             self.attempt("the batch's final state",
-                         functools.partial(end_batch, connection, batch_id, message.state))
+                         functools.partial(end_batch, connection, batch_id, message))
 
     def attempt(self, what: str, write: Callable[[], None]) -> None:
         """Run one write; if it fails, note what and why, and carry on."""
@@ -1459,9 +1477,15 @@ def format_file_line(file: FileView, name_width: int) -> str:
 
 
 def dashboard_lines(state: DashboardState, width: int, height: int) -> list[str]:
-    """Return the lines of the dashboard for a screen of width x height: the header, the
-    slots, as many files as fit, and the last few events; or, on a screen too small for that,
-    one line that says so."""
+    """Return the lines of the batch's dashboard for a screen of width x height."""
+    return lay_out_dashboard(format_dashboard_header(state, width), state, width, height)
+
+
+def lay_out_dashboard(header: list[str], state: DashboardState, width: int,
+                      height: int) -> list[str]:
+    """Return the lines of a dashboard for a screen of width x height: the three lines of the
+    header, the slots, as many files as fit, and the last few events; or, on a screen too small
+    for that, one line that says so."""
     fixed = 3 + 1 + len(state.slots) + 1 + 1  # header, slots and their title, two more titles
     room = height - fixed
     if width < DASHBOARD_MIN_WIDTH or room < 2:
@@ -1479,7 +1503,7 @@ def dashboard_lines(state: DashboardState, width: int, height: int) -> list[str]
                    f" {'status':<10} {'read':<12} {'valid':>9} {'rejected':>8} {'time':>8}")
     events = [cut(f"  {event.at:6.1f} s  {event.text}", width) for event in state.events]
     return [
-        *format_dashboard_header(state, width),
+        *header,
         "Slots", *slots,
         files_title,
         *(format_file_line(file, name_width) for file in state.files[top:top + file_rows]),
@@ -1511,21 +1535,30 @@ def read_keys(screen: "curses.window") -> None:
             signal.raise_signal(signal.SIGINT)
 
 
-async def show_dashboard(screen: "curses.window", names: list[str], run: BatchRun) -> None:
-    """Draw the batch on screen about ten times a second, and return after the frame in which
-    every file has a result. Pressing q stops the batch as Ctrl-C does."""
+async def draw_dashboard(screen: "curses.window", lines: Callable[[int, int], list[str]],
+                         finished: Callable[[], bool]) -> None:
+    """Draw lines(width, height) on screen about ten times a second, and return after the
+    frame drawn once finished() is true. Pressing q stops the program as Ctrl-C does."""
     import curses
-    sizes = {name: file_size(name) for name in largest_first(names)}
     screen.nodelay(True)  # getch() returns -1 at once when no key is waiting
     with suppress(curses.error):
         curses.curs_set(0)  # hide the cursor, on a terminal that can
     while True:
         read_keys(screen)
         height, width = screen.getmaxyx()
-        draw_lines(screen, dashboard_lines(take_snapshot(sizes, run), width, height))
-        if all(name in run.results for name in sizes):
+        draw_lines(screen, lines(width, height))
+        if finished():
             return
         await asyncio.sleep(DASHBOARD_INTERVAL_S)
+
+
+async def show_dashboard(screen: "curses.window", names: list[str], run: BatchRun) -> None:
+    """Draw the batch on screen about ten times a second, and return after the frame in which
+    every file has a result. Pressing q stops the batch as Ctrl-C does."""
+    sizes = {name: file_size(name) for name in largest_first(names)}
+    await draw_dashboard(
+        screen, lambda width, height: dashboard_lines(take_snapshot(sizes, run), width, height),
+        finished=lambda: all(name in run.results for name in sizes))
 
 
 # --- The timeline ---
@@ -1661,6 +1694,428 @@ def timeline_width() -> int:
     return os.get_terminal_size().columns if sys.stdout.isatty() else TIMELINE_WIDTH
 
 
+# --- Watching a folder ---
+
+# --watch DIR turns the program into a service: clients drop files into DIR/incoming, and each
+# file moves through the folders of its life, always by os.rename, which on one file system
+# either happens whole or not at all:
+#
+#     incoming/  --claim-->  processing/  --result recorded-->  done/ (completed) or failed/ (error)
+#
+# A file is claimed only when two looks in a row, --poll seconds apart, find the same size and
+# modification time: an upload still under way changes between looks. A result goes to
+# DIR/results.jsonl, forced to the disk, before its file leaves processing/; so whatever stops
+# the program, a file in processing/ has no result yet, and the next start puts it back in
+# incoming/. A stop between the two steps processes a file twice, but never loses a result.
+
+WATCH_LOCK_NAME = ".processor.lock"
+WATCH_RESULTS_NAME = "results.jsonl"
+WATCH_POLL_S = 1.0
+WATCH_RECENT_RESULTS = 20  # finished files the session keeps, for the dashboard
+
+
+class WatchUnusable(Exception):
+    """The --watch folder cannot be used: not creatable, or another watcher has it."""
+
+
+class WatchFailed(Exception):
+    """The watcher cannot go on: a result cannot be recorded, or a file cannot be moved."""
+
+
+class WatchFolders(NamedTuple):
+    root: str
+    incoming: str  # where clients drop files
+    processing: str  # claimed files, being read
+    done: str  # files whose status is completed
+    failed: str  # files whose status is error
+    results: str  # results.jsonl: one line per file, appended as each file finishes
+
+
+def watch_folders(root: str) -> WatchFolders:
+    """Return the paths of the folders and files inside root."""
+    return WatchFolders(root, *(os.path.join(root, name) for name in
+                                ("incoming", "processing", "done", "failed", WATCH_RESULTS_NAME)))
+
+
+class Signature(NamedTuple):
+    """What one look at a file sees: if this changes between two looks, it is being written."""
+    size: int
+    mtime_ns: int
+
+
+def is_watched_name(name: str) -> bool:
+    """Return whether a file of this name in incoming/ is one to process."""
+    # An upload is often written as .name.csv, name.csv.part, name.csv.tmp or name.csv~ and
+    # renamed when complete: the first is hidden, the others do not end in .csv.
+    return name.endswith(".csv") and not name.startswith(".")
+
+
+def look_at_folder(folder: str) -> dict[str, Signature]:
+    """Return the signature of each file in the folder that is to be processed."""
+    signatures = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not (is_watched_name(entry.name) and entry.is_file()):
+                    continue
+                with suppress(FileNotFoundError):  # gone since the folder was listed
+                    stats = entry.stat()
+                    signatures[entry.name] = Signature(stats.st_size, stats.st_mtime_ns)
+    except OSError as error:
+        raise WatchFailed(f"cannot look in {folder}: {error.strerror or error}") from None
+    return signatures
+
+
+def stable_names(before: dict[str, Signature], now: dict[str, Signature]) -> list[str]:
+    """Return the names that look the same in both looks, oldest first."""
+    stable = [name for name, signature in now.items() if before.get(name) == signature]
+    return sorted(stable, key=lambda name: (now[name].mtime_ns, name))
+
+
+def free_path(folder: str, name: str) -> str:
+    """Return folder/name, or the first of folder/stem-2.ext, stem-3.ext... that is free."""
+    stem, extension = os.path.splitext(name)
+    path, number = os.path.join(folder, name), 1
+    while os.path.lexists(path):
+        number += 1
+        path = os.path.join(folder, f"{stem}-{number}{extension}")
+    return path
+
+
+def move_to(path: str, folder: str) -> str:
+    """Move a file into folder under a name no other file there has; return its new path."""
+    destination = free_path(folder, os.path.basename(path))
+    os.rename(path, destination)
+    return destination
+
+
+def claim(name: str, folders: WatchFolders) -> str | None:
+    """Move incoming/name to processing/ and return its new path; None if it has gone, or if
+    a file of the same name is still in processing/."""
+    destination = os.path.join(folders.processing, name)
+    # One watcher per folder, so nobody else puts files in processing/: what this sees stays true.
+    if os.path.lexists(destination):
+        return None
+    try:
+        os.rename(os.path.join(folders.incoming, name), destination)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise WatchFailed(f"cannot claim {name}: {error.strerror or error}") from None
+    return destination
+
+
+def lock_folder(root: str) -> int:
+    """Lock the folder for this process and return the lock file's descriptor; raise
+    WatchUnusable if another process holds the lock.
+
+    The lock lasts while the descriptor is open, and the OS drops it when the process ends,
+    however it ends: a kill -9 leaves no stale lock behind.
+    """
+    import fcntl
+    descriptor = os.open(os.path.join(root, WATCH_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # NB: fail at once, never wait
+    except BlockingIOError:
+        holder = os.read(descriptor, 20).decode("ascii", "replace").strip()
+        os.close(descriptor)
+        raise WatchUnusable(f"{root} is already being watched (by process {holder or '?'}); "
+                            "only one watcher per folder") from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())  # for the message above
+    return descriptor
+
+
+def open_watch_folder(root: str) -> tuple[WatchFolders, int]:
+    """Create the folder and its subfolders if missing, lock it, and return its paths and the
+    lock's descriptor; raise WatchUnusable if that cannot be done."""
+    folders = watch_folders(root)
+    subfolders = (folders.incoming, folders.processing, folders.done, folders.failed)
+    try:
+        os.makedirs(root, exist_ok=True)
+        lock = lock_folder(root)
+    except (FileExistsError, NotADirectoryError):
+        raise WatchUnusable(f"cannot watch {root}: it is a file, not a folder") from None
+    except OSError as error:
+        raise WatchUnusable(f"cannot watch {root}: {error.strerror or error}") from None
+    try:
+        for folder in subfolders:
+            os.makedirs(folder, exist_ok=True)
+        # A rename is atomic only within one file system; across two it fails (or, done by
+        # hand, copies), so a claim could not be one step.
+        if len({os.stat(folder).st_dev for folder in subfolders}) > 1:
+            raise WatchUnusable(f"cannot watch {root}: its folders are on different file systems")
+        open(folders.results, "a").close()  # a results file that cannot be written fails here
+    except OSError as error:
+        os.close(lock)
+        raise WatchUnusable(f"cannot watch {root}: {error.strerror or error}") from None
+    except WatchUnusable:
+        os.close(lock)
+        raise
+    return folders, lock
+
+
+def recover_files(folders: WatchFolders) -> list[str]:
+    """Move every file left in processing/ back to incoming/ and return their new paths;
+    raise WatchFailed if one cannot be moved."""
+    try:
+        with os.scandir(folders.processing) as entries:
+            left = sorted(entry.path for entry in entries if not entry.is_dir())
+        return [move_to(path, folders.incoming) for path in left]
+    except OSError as error:
+        raise WatchFailed(f"cannot move the files left in {folders.processing} back to "
+                          f"{folders.incoming}: {error.strerror or error}") from None
+
+
+def cut_torn_line(path: str) -> bool:
+    """If the file ends inside a line, cut that line off; return whether it did.
+
+    Each line is forced to the disk before its file moves on, so a torn last line (a power
+    cut while writing it) belongs to a file still in processing/, which will be done again.
+    """
+    try:
+        file = open(path, "rb+")
+    except FileNotFoundError:
+        return False
+    with file:
+        end = file.seek(0, os.SEEK_END)
+        keep = end
+        while keep > 0:  # back from the end, a block at a time, to the last line break
+            start = max(keep - 65536, 0)
+            file.seek(start)
+            newline = file.read(keep - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        if keep == end:
+            return False
+        file.truncate(keep)
+    return True
+
+
+@dataclass
+class WatchSession:
+    """What one --watch session has done so far: for the status line and the summary."""
+    folders: WatchFolders
+    started: float = field(default_factory=time.perf_counter)
+    done: int = 0
+    failed: int = 0
+    waiting: int = 0  # files in incoming/ not claimed yet
+    processing: set[str] = field(default_factory=set)  # the claimed files' paths
+    put_back: list[str] = field(default_factory=list)  # files Ctrl-C sent back to incoming/
+
+
+def file_sha256(path: str) -> str | None:
+    """Return the SHA-256 of the file's bytes in hex, or None if it cannot be read."""
+    import hashlib
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def results_line(result: FileResult, sha256: str | None, finished_at: str) -> str:
+    """Return a file's line of results.jsonl: its result, when it finished, and the SHA-256
+    of its bytes, by which a reader can tell a file that was recorded twice."""
+    return json.dumps({**result, "finished_at": finished_at, "sha256": sha256}) + "\n"
+
+
+def append_durably(path: str, line: str) -> None:
+    """Append the line to the file, and return once it is on the disk."""
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(line)
+        file.flush()  # from Python's buffer to the OS,
+        os.fsync(file.fileno())  # and from the OS's cache to the disk
+
+
+def record_result(path: str, result: FileResult, sha256: str | None,
+                  folders: WatchFolders) -> None:
+    """Append the result to results.jsonl, then move the file to done/ or failed/ and name
+    the result after where it went; raise WatchFailed if either step fails."""
+    folder = folders.done if result["status"] == "completed" else folders.failed
+    result["filename"] = free_path(folder, os.path.basename(path))
+    try:
+        append_durably(folders.results, results_line(result, sha256, utc_now()))
+        os.rename(path, result["filename"])
+    except OSError as error:
+        raise WatchFailed(f"cannot record the result of {path}: "
+                          f"{error.strerror or error}") from None
+
+
+def put_back(path: str, session: WatchSession) -> None:
+    """Move a claimed file back to incoming/, or say why it stays in processing/."""
+    try:
+        session.put_back.append(move_to(path, session.folders.incoming))
+    except OSError as error:
+        status_line.print(f"processor.py: cannot put {path} back in incoming/ "
+                          f"({error.strerror or error}); the next start will")
+
+
+def keep_recent(run: BatchRun, result: FileResult) -> None:
+    """Add the result and its event to the run, and keep only the latest few of each: a session
+    may run for months."""
+    run.results[result["filename"]] = result
+    run.note(describe_result(result))
+    for name in list(run.results)[:-WATCH_RECENT_RESULTS]:
+        del run.results[name]
+    del run.events[:-DASHBOARD_EVENTS]
+
+
+async def process_and_record(path: str, run: BatchRun, session: WatchSession) -> None:
+    """Process a claimed file, record its result and move it to done/ or failed/; if cancelled
+    (Ctrl-C), move it back to incoming/ instead."""
+    try:
+        result = await process_with_retries(path, run)
+        sha256 = await asyncio.to_thread(file_sha256, path)  # a whole read: off the loop
+    except asyncio.CancelledError:
+        put_back(path, session)
+        raise
+    # No await from here on, so nothing else runs until the file has moved: no other file can
+    # take the name chosen for it in done/ or failed/, and Ctrl-C cannot stop it half-way.
+    record_result(path, result, sha256, session.folders)
+    if result["status"] == "completed":
+        session.done += 1
+    else:
+        session.failed += 1
+    if run.db is not None:
+        run.db.save(result)
+    keep_recent(run, result)
+
+
+async def process_claimed(path: str, run: BatchRun, session: WatchSession,
+                          file_left: asyncio.Event) -> None:
+    """Process a claimed file to its end, then tell the watcher there is room for another."""
+    try:
+        await process_and_record(path, run, session)
+    finally:
+        session.processing.discard(path)
+        progress_board.get({}).pop(path, None)  # the board too keeps only the files running
+        file_left.set()
+
+
+async def claim_arrivals(session: WatchSession, run: BatchRun, files: asyncio.TaskGroup,
+                         poll: float) -> None:
+    """Look in incoming/ every `poll` seconds, forever, and start each file found complete as
+    soon as processing/ has room for it."""
+    loop = asyncio.get_running_loop()
+    file_left = asyncio.Event()
+    seen: dict[str, Signature] = {}
+    ready: list[str] = []
+    next_look = loop.time()
+    while True:
+        if loop.time() >= next_look:
+            now = look_at_folder(session.folders.incoming)
+            ready = stable_names(seen, now)
+            seen = now
+            next_look = loop.time() + poll
+        file_left.clear()
+        while ready and len(session.processing) < len(run.slots):
+            name = ready.pop(0)
+            path = claim(name, session.folders)
+            if path is not None:
+                del seen[name]  # a new file of this name must look the same twice, too
+                session.processing.add(path)
+                files.create_task(process_claimed(path, run, session, file_left))
+        session.waiting = len(seen)
+        # Wait for the next look, or for a file to leave processing/: a file found complete
+        # then need not wait up to a whole --poll for room.
+        with suppress(TimeoutError):
+            async with asyncio.timeout_at(next_look):
+                await file_left.wait()
+
+
+def format_watch_status(session: WatchSession) -> str:
+    """Return the status line: `watching inbox: 12 done, 1 failed, 2 processing, 3 waiting`."""
+    return (f"watching {session.folders.root}: {session.done:,} done, {session.failed:,} failed, "
+            f"{len(session.processing):,} processing, {session.waiting:,} waiting")
+
+
+async def show_watch_status(session: WatchSession) -> None:
+    """Until cancelled: on a terminal, spin before the status line; elsewhere (a log), print
+    it every 2 seconds."""
+    if sys.stderr.isatty():
+        await spin(lambda: format_watch_status(session))
+    else:
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL_S)
+            status_line.print(format_watch_status(session))
+
+
+def format_watch_header(session: WatchSession, elapsed: float, width: int) -> list[str]:
+    """Return the three lines over the watch's dashboard: what it watches, the counts, the time."""
+    return [
+        cut(f"Watching {session.folders.incoming} (q or Ctrl-C to stop)", width),
+        cut(format_watch_status(session), width),
+        cut(f"up {elapsed:.1f} s | results in {session.folders.results}", width),
+    ]
+
+
+def watched_files(session: WatchSession, run: BatchRun) -> dict[str, int]:
+    """Return the files the watch's dashboard lists, with their sizes: those in processing/,
+    then the latest to finish, the newest first."""
+    names = [*sorted(session.processing), *reversed(run.results)]
+    return {name: file_size(name) for name in names}
+
+
+async def show_watch_dashboard(screen: "curses.window", session: WatchSession,
+                               run: BatchRun) -> None:
+    """Draw the watch on screen about ten times a second until cancelled."""
+    def lines(width: int, height: int) -> list[str]:
+        state = take_snapshot(watched_files(session, run), run)
+        return lay_out_dashboard(format_watch_header(session, state.elapsed, width), state,
+                                 width, height)
+
+    await draw_dashboard(screen, lines, finished=lambda: False)
+
+
+async def watch_folder(session: WatchSession, *, max_concurrent: int = 3, delay: float = 0.1,
+                       poll: float = 1.0, retries: int = 0, retry_delay: float = 0.5,
+                       db: DatabaseWriter | None = None,
+                       dashboard: "curses.window | None" = None) -> None:
+    """Process each complete file that arrives in the session's incoming/, until cancelled.
+
+    At most max_concurrent files are in processing/ at any moment. Cancelled (Ctrl-C), it
+    moves the files it was processing back to incoming/. Raises WatchFailed, having done the
+    same, if a result cannot be recorded or a file cannot be moved. Pass `dashboard`, a curses
+    window, to have the dashboard drawn on it instead of the status line.
+    """
+    check_batch_settings(max_concurrent, retries, retry_delay)
+    # Without the dashboard, its events (a file finished, failed, waits to retry) go to stderr.
+    run = BatchRun(asyncio.Semaphore(max_concurrent), [None] * max_concurrent, delay, retries,
+                   retry_delay, {}, db, print_events=dashboard is None)
+    board_token = progress_board.set({})
+    status = asyncio.create_task(show_watch_status(session) if dashboard is None
+                                 else show_watch_dashboard(dashboard, session, run))
+    try:
+        # A TaskGroup here, not gather as in a batch: a result that cannot be recorded stops
+        # the session, and the group then cancels every other file, which goes back to incoming/.
+        async with asyncio.TaskGroup() as files:
+            await claim_arrivals(session, run, files, poll)
+    except* WatchFailed as failures:
+        raise failures.exceptions[0] from None
+    finally:
+        status.cancel()
+        await asyncio.gather(status, return_exceptions=True)
+        progress_board.reset(board_token)
+        if db is not None:
+            await db.close(BatchEnd("interrupted" if session.put_back else "completed",
+                                    session.done + session.failed))
+
+
+def format_watch_summary(session: WatchSession, elapsed: float) -> str:
+    """Return what the session did, printed when it stops."""
+    lines = [f"Stopped watching {session.folders.root} after {elapsed:.1f} s: "
+             f"{plural(session.done + session.failed, 'file')} processed "
+             f"({session.done:,} done, {session.failed:,} failed)"]
+    if session.put_back:
+        names = ", ".join(os.path.basename(path) for path in session.put_back)
+        lines.append(f"Put back in incoming/, to be processed next time: {names}")
+    lines.append(f"Results: {session.folders.results}")
+    return "\n".join(lines)
+
+
 # --- The command line ---
 
 def whole_number(text: str, minimum: int) -> int:
@@ -1690,6 +2145,14 @@ def non_negative_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """Parse an option value that must be a finite number of seconds, more than 0."""
+    value = non_negative_seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
 
 
@@ -1809,7 +2272,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write every rejected row of each file, with its line and reason, "
                              "to DIR/NAME.rejects.csv, DIR created if missing; files with the "
                              "same NAME get NAME-2, NAME-3... (default: not written)")
+    parser.add_argument("--watch", type=file_path, metavar="DIR",
+                        help="instead of FILE_OR_DIR, run until Ctrl-C processing each *.csv "
+                             "file that arrives in DIR/incoming; see below (default: off)")
+    parser.add_argument("--poll", type=positive_seconds, metavar="SECONDS",
+                        help="with --watch, look in DIR/incoming this often; a file is taken "
+                             "once two looks in a row find it unchanged "
+                             f"(default: {WATCH_POLL_S:g})")
     return parser
+
+
+def check_watch_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 if an option that --watch needs, or cannot be combined with, says otherwise."""
+    if args.watch is None:
+        if args.poll is not None:
+            parser.error("--poll needs --watch")
+        return
+    if args.paths:
+        parser.error("--watch takes no FILE_OR_DIR: its files arrive in DIR/incoming")
+    for option, given in (("--json", args.json), ("--timeline", args.timeline),
+                          ("--rejects", args.rejects)):
+        if given:
+            parser.error(f"{option} cannot be combined with --watch, whose results go to "
+                         f"DIR/{WATCH_RESULTS_NAME}")
 
 
 def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
@@ -1830,9 +2315,13 @@ def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
 
 
 def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """Return the options and the distinct files to process; a usage error exits 2 here."""
+    """Return the options and the distinct files to process (none with --watch); a usage
+    error exits 2 here."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_watch_options(parser, args)
+    if args.watch is not None:
+        return args, []
     if not args.paths:
         parser.error("no files given")
     filenames, empty_directories = expand_paths(args.paths)
@@ -1893,19 +2382,27 @@ def check_dashboard(wanted: bool) -> bool:
     return wanted and why_not is None
 
 
+def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None, T]], *,
+                  dashboard: bool) -> T:
+    """Run work(screen) in an event loop and return what it returns; screen is the whole
+    terminal with the dashboard, else None."""
+    if not dashboard:
+        return asyncio.run(work(None))
+    import curses
+    # wrapper hands over the screen, and gives the terminal back as it was however the work
+    # ends, Ctrl-C included, before main prints a word.
+    return curses.wrapper(lambda screen: asyncio.run(work(screen)))
+
+
 def run_batch(args: argparse.Namespace, filenames: list[str], results: dict[str, FileResult],
               db: DatabaseWriter | None, *, dashboard: bool) -> BatchResult:
     """Run the batch to its end; with the dashboard, full screen."""
-    batch = functools.partial(process_batch, filenames, max_concurrent=args.max_concurrent,
-                              delay=args.delay, retries=args.retries,
-                              retry_delay=args.retry_delay, results=results, db=db,
-                              rejects=args.rejects)
-    if not dashboard:
-        return asyncio.run(batch())
-    import curses
-    # wrapper hands over the screen, and gives the terminal back as it was however the batch
-    # ends, Ctrl-C included, before main prints a word.
-    return curses.wrapper(lambda screen: asyncio.run(batch(dashboard=screen)))
+    return run_on_screen(
+        lambda screen: process_batch(filenames, max_concurrent=args.max_concurrent,
+                                     delay=args.delay, retries=args.retries,
+                                     retry_delay=args.retry_delay, results=results, db=db,
+                                     rejects=args.rejects, dashboard=screen),
+        dashboard=dashboard)
 
 
 def format_interruption(batch: BatchResult) -> str:
@@ -1916,9 +2413,65 @@ def format_interruption(batch: BatchResult) -> str:
                               else "every file had finished")
 
 
+def recover_and_report(folders: WatchFolders) -> None:
+    """Put back what a stopped run left in processing/, and cut a torn results line, saying so
+    on stderr; raise WatchFailed if that cannot be done."""
+    for path in recover_files(folders):
+        print(f"processor.py: {os.path.basename(path)} was left in processing/ by a run that "
+              f"stopped; moved back to incoming/ to be processed again", file=sys.stderr)
+    try:
+        torn = cut_torn_line(folders.results)
+    except OSError as error:
+        raise WatchFailed(f"cannot check {folders.results}: {error.strerror or error}") from None
+    if torn:
+        print(f"processor.py: {folders.results} ended in a line cut short; removed it (its "
+              "file is one of those moved back)", file=sys.stderr)
+
+
+def run_watch(args: argparse.Namespace, folders: WatchFolders) -> int:
+    """Watch the folder until Ctrl-C; return 130, or 1 if the watcher could not go on."""
+    session = WatchSession(folders)
+    dashboard = check_dashboard(args.dashboard)
+    db: DatabaseWriter | None = None
+    code = EXIT_INTERRUPTED
+    try:
+        recover_and_report(folders)
+        db = start_database(args, [])
+        print(f"Watching {folders.incoming} for *.csv files, up to {args.max_concurrent} at a "
+              "time (Ctrl-C to stop)", file=sys.stderr)
+        run_on_screen(lambda screen: watch_folder(
+            session, max_concurrent=args.max_concurrent, delay=args.delay,
+            poll=args.poll or WATCH_POLL_S, retries=args.retries, retry_delay=args.retry_delay,
+            db=db, dashboard=screen), dashboard=dashboard)
+    except KeyboardInterrupt:
+        pass
+    except WatchFailed as error:
+        print(f"processor.py: error: {error}", file=sys.stderr)
+        code = EXIT_FILE_ERROR
+    print(format_watch_summary(session, time.perf_counter() - session.started))
+    if db is not None:
+        print(db.outcome(), file=sys.stderr)
+    return code
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    """Run --watch and return its exit status; exit 2 if the folder cannot be watched."""
+    try:
+        folders, lock = open_watch_folder(args.watch)
+    except WatchUnusable as error:
+        print(f"processor.py: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    try:
+        return run_watch(args, folders)
+    finally:
+        os.close(lock)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
     args, filenames = parse_command_line(argv)
+    if args.watch is not None:
+        return watch_command(args)
     check_rejects_folder(args.rejects, filenames)
     dashboard = check_dashboard(args.dashboard)
     format_output = format_json if args.json else format_report
