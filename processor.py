@@ -1946,6 +1946,7 @@ def record_result(path: str, result: FileResult, sha256: str | None,
 
 def put_back(path: str, session: WatchSession) -> None:
     """Move a claimed file back to incoming/, or say why it stays in processing/."""
+    session.processing.discard(path)
     try:
         session.put_back.append(move_to(path, session.folders.incoming))
     except OSError as error:
@@ -1964,17 +1965,13 @@ def keep_recent(run: BatchRun, result: FileResult) -> None:
 
 
 async def process_and_record(path: str, run: BatchRun, session: WatchSession) -> None:
-    """Process a claimed file, record its result and move it to done/ or failed/; if cancelled
-    (Ctrl-C), move it back to incoming/ instead."""
-    try:
-        result = await process_with_retries(path, run)
-        sha256 = await asyncio.to_thread(file_sha256, path)  # a whole read: off the loop
-    except asyncio.CancelledError:
-        put_back(path, session)
-        raise
+    """Process a claimed file, record its result, and move it to done/ or failed/."""
+    result = await process_with_retries(path, run)
+    sha256 = await asyncio.to_thread(file_sha256, path)  # a whole read: off the loop
     # No await from here on, so nothing else runs until the file has moved: no other file can
     # take the name chosen for it in done/ or failed/, and Ctrl-C cannot stop it half-way.
     record_result(path, result, sha256, session.folders)
+    session.processing.discard(path)
     if result["status"] == "completed":
         session.done += 1
     else:
@@ -1990,7 +1987,6 @@ async def process_claimed(path: str, run: BatchRun, session: WatchSession,
     try:
         await process_and_record(path, run, session)
     finally:
-        session.processing.discard(path)
         progress_board.get({}).pop(path, None)  # the board too keeps only the files running
         file_left.set()
 
@@ -2096,6 +2092,12 @@ async def watch_folder(session: WatchSession, *, max_concurrent: int = 3, delay:
     except* WatchFailed as failures:
         raise failures.exceptions[0] from None
     finally:
+        # Here after Ctrl-C or a failure, once every file's task has ended, the files still in
+        # processing/ go back to wait their turn: none has a result yet (or, if moving it on
+        # failed, one that it may get twice, never none). This is done here, not in each task,
+        # because a task cancelled before it began never runs a line of its own.
+        for path in sorted(session.processing):
+            put_back(path, session)
         status.cancel()
         await asyncio.gather(status, return_exceptions=True)
         progress_board.reset(board_token)
