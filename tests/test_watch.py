@@ -553,3 +553,50 @@ def test_after_kill_9_mid_file_a_restart_processes_each_file_exactly_once(tmp_pa
         {"first.csv": 3, "slow.csv": 2000, "last.csv": 3}
     assert "slow.csv was left in processing/" in stderr
     assert names_in(root / "processing") == names_in(root / "incoming") == []
+
+
+# --- The dashboard ---
+
+def test_the_watch_s_dashboard_header_says_what_it_watches_and_its_counts():
+    session = WatchSession(watch_folders("inbox"), done=3, waiting=1)
+
+    assert processor.format_watch_header(session, 41.25, 72) == [
+        "Watching inbox/incoming (q or Ctrl-C to stop)",
+        "watching inbox: 3 done, 0 failed, 0 processing, 1 waiting",
+        "up 41.2 s | results in inbox/results.jsonl",
+    ]
+
+
+def test_the_watch_s_dashboard_lists_the_files_in_processing_then_the_newest_finished(tmp_path):
+    session = WatchSession(watch_folders(str(tmp_path)),
+                           processing={str(tmp_path / "b.csv"), str(tmp_path / "a.csv")})
+    run = processor.BatchRun(asyncio.Semaphore(3), [None] * 3, 0, 0, 0, {}, None)
+    (tmp_path / "a.csv").write_text("12345")
+    for name in ("old.csv", "new.csv"):
+        run.results[name] = processor.blank_result(name, "completed")
+
+    assert processor.watched_files(session, run) == {
+        str(tmp_path / "a.csv"): 5, str(tmp_path / "b.csv"): 0, "new.csv": 0, "old.csv": 0}
+
+
+def test_with_the_dashboard_the_watch_is_drawn_full_screen_and_q_stops_it(tmp_path):
+    from test_dashboard import TerminalRun
+
+    root = tmp_path / "inbox"
+    run = TerminalRun("--watch", str(root), "--poll", "0.05", "--delay", "0", "--dashboard")
+    try:
+        run.wait_for(b"Watching")
+        drop(root / "incoming", "client.csv", GOOD)
+        run.wait_for(b"done/client.csv completed")  # its line in the list of files
+        os.write(run.master, b"q")
+        code = run.finish()
+    finally:
+        run.close()
+
+    assert code == 130
+    assert b"Slots" in run.output
+    assert b"Stopped watching" in run.output
+    assert b"Traceback" not in run.output
+    assert b"(3 valid, 1 rejected)" not in run.output  # events are drawn, never printed over it
+    assert names_in(root / "done") == ["client.csv"]
+    assert [line["total_transactions"] for line in read_results(root)] == [3]
