@@ -1,6 +1,7 @@
 """Process a batch of transaction CSV files concurrently and report their statistics.
 
 Usage: python processor.py [options] FILE_OR_DIR ...    (python processor.py --help for the options)
+       python processor.py [options] --watch DIR        (run until Ctrl-C on what arrives in DIR)
 
 Up to three files are read at a time (asyncio, one thread); a spinner and a progress line
 keep the user company on stderr, and the report goes to stdout:
@@ -31,6 +32,8 @@ Sections, in reading order (each starts with a `# --- Name ---` comment):
     The dashboard      --dashboard: the batch full screen; a pure function lays out the lines,
                        a task draws them with curses ten times a second
     The timeline       --timeline: after the report, a chart of which file held which slot, when
+    Watching a folder  --watch: a service that takes each file as it arrives, only once it is
+                       complete, and records its result before moving it on, crash or not
     The command line   parsing arguments, and main
 """
 
@@ -2215,15 +2218,30 @@ idle, and a key to the files whose names did not fit. It cannot be combined with
 where each result's slot, start_offset and end_offset (seconds from the batch's start)
 carry the same figures.
 
+With --watch DIR, the program runs as a service until Ctrl-C. Clients drop files into
+DIR/incoming; a *.csv file (not hidden, and not .part, .tmp or ~) is taken once two looks
+--poll seconds apart find its size and time unchanged, moved to DIR/processing by one
+rename, and processed. Its result, with the time and the SHA-256 of the file, is appended
+to DIR/results.jsonl and forced to the disk, and only then is the file moved to DIR/done,
+or DIR/failed if it could not be processed (a name already there gets -2, -3...). At most
+--max-concurrent files are in DIR/processing at once. A file that a killed run left in
+DIR/processing goes back to DIR/incoming at the next start, so a result may be written
+twice (with the same SHA-256), never lost. Ctrl-C puts the files in progress back in
+DIR/incoming. Only one watcher at a time per DIR. --retries, --db and --dashboard work
+here too; --json, --timeline and --rejects do not.
+
 exit status:
   0    every file completed (some rows may have been rejected)
   1    at least one file could not be processed (missing, unreadable, empty, bad header,
        changed while being read; after its retries, if any), or a result could not be
-       saved to the --db database
+       saved to the --db database; with --watch, a result could not be recorded or a
+       file moved, so the watcher stopped
   2    usage error: no files (or a directory with no *.csv files), a bad option value,
        a --db path that cannot be used as a SQLite database, a --rejects folder that
-       cannot be created or written
+       cannot be created or written, a --watch folder that cannot be created or that
+       another watcher has
   130  interrupted by Ctrl-C: the files that finished are reported, the rest named
+       (with --watch: the session summed up, the files in progress put back)
 
 example:
   python processor.py sample_data/*.csv
@@ -2232,6 +2250,7 @@ example:
   python processor.py --retries 3 incoming/*.csv
   python processor.py --rejects rejects sample_data
   python processor.py --dashboard --timeline sample_data
+  python processor.py --watch inbox --db results.db
 """
 
 
