@@ -1708,8 +1708,9 @@ def timeline_width() -> int:
 # A file is claimed only when two looks in a row, --poll seconds apart, find the same size and
 # modification time: an upload still under way changes between looks. A result goes to
 # DIR/results.jsonl, forced to the disk, before its file leaves processing/; so whatever stops
-# the program, a file in processing/ has no result yet, and the next start puts it back in
-# incoming/. A stop between the two steps processes a file twice, but never loses a result.
+# the program, no file has left processing/ without its result, and the next start puts back in
+# incoming/ what is still there. A stop between the two steps has a file processed twice, but
+# never loses a result.
 
 WATCH_LOCK_NAME = ".processor.lock"
 WATCH_RESULTS_NAME = "results.jsonl"
