@@ -1727,6 +1727,7 @@ class WatchFailed(Exception):
 
 
 class WatchFolders(NamedTuple):
+    """The paths of a watched folder's parts."""
     root: str
     incoming: str  # where clients drop files
     processing: str  # claimed files, being read
@@ -1830,11 +1831,27 @@ def lock_folder(root: str) -> int:
     return descriptor
 
 
+def prepare_parts(folders: WatchFolders) -> None:
+    """Create the subfolders and the results file if missing; raise WatchUnusable if they
+    cannot be used."""
+    subfolders = (folders.incoming, folders.processing, folders.done, folders.failed)
+    try:
+        for folder in subfolders:
+            os.makedirs(folder, exist_ok=True)
+        # A rename is atomic only within one file system; across two it fails (or, done by
+        # hand, copies), so a claim could not be one step.
+        if len({os.stat(folder).st_dev for folder in subfolders}) > 1:
+            raise WatchUnusable(f"cannot watch {folders.root}: its folders are on different "
+                                "file systems")
+        open(folders.results, "a").close()  # a results file that cannot be written fails here
+    except OSError as error:
+        raise WatchUnusable(f"cannot watch {folders.root}: {error.strerror or error}") from None
+
+
 def open_watch_folder(root: str) -> tuple[WatchFolders, int]:
-    """Create the folder and its subfolders if missing, lock it, and return its paths and the
+    """Create the folder and its parts if missing, lock it, and return its paths and the
     lock's descriptor; raise WatchUnusable if that cannot be done."""
     folders = watch_folders(root)
-    subfolders = (folders.incoming, folders.processing, folders.done, folders.failed)
     try:
         os.makedirs(root, exist_ok=True)
         lock = lock_folder(root)
@@ -1843,16 +1860,7 @@ def open_watch_folder(root: str) -> tuple[WatchFolders, int]:
     except OSError as error:
         raise WatchUnusable(f"cannot watch {root}: {error.strerror or error}") from None
     try:
-        for folder in subfolders:
-            os.makedirs(folder, exist_ok=True)
-        # A rename is atomic only within one file system; across two it fails (or, done by
-        # hand, copies), so a claim could not be one step.
-        if len({os.stat(folder).st_dev for folder in subfolders}) > 1:
-            raise WatchUnusable(f"cannot watch {root}: its folders are on different file systems")
-        open(folders.results, "a").close()  # a results file that cannot be written fails here
-    except OSError as error:
-        os.close(lock)
-        raise WatchUnusable(f"cannot watch {root}: {error.strerror or error}") from None
+        prepare_parts(folders)  # under the lock: another watcher may be using them
     except WatchUnusable:
         os.close(lock)
         raise
@@ -1900,7 +1908,8 @@ def cut_torn_line(path: str) -> bool:
 
 @dataclass
 class WatchSession:
-    """What one --watch session has done so far: for the status line and the summary."""
+    """What one --watch session has done so far: for the status line, the dashboard and the
+    summary."""
     folders: WatchFolders
     started: float = field(default_factory=time.perf_counter)
     done: int = 0

@@ -141,6 +141,23 @@ def test_a_file_where_the_folder_should_be_is_refused(tmp_path):
         processor.open_watch_folder(str(tmp_path / "inbox"))
 
 
+def test_folders_on_two_file_systems_are_refused_and_the_lock_let_go(tmp_path, monkeypatch):
+    real_stat = os.stat
+
+    def stat_with_done_elsewhere(path, *args, **kwargs):
+        stats = real_stat(path, *args, **kwargs)
+        if os.path.basename(path) == "done":  # as if a disk were mounted there
+            return os.stat_result((*stats[:2], stats.st_dev + 1, *stats[3:10]))
+        return stats
+
+    monkeypatch.setattr(os, "stat", stat_with_done_elsewhere)
+    with pytest.raises(processor.WatchUnusable, match="on different file systems"):
+        processor.open_watch_folder(str(tmp_path / "inbox"))
+    monkeypatch.undo()
+
+    os.close(processor.open_watch_folder(str(tmp_path / "inbox"))[1])  # not left locked
+
+
 # --- The watcher, in this process ---
 
 @asynccontextmanager
