@@ -2314,7 +2314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_watch_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exit 2 if an option that --watch needs, or cannot be combined with, says otherwise."""
+    """Exit 2 for --watch with files or with an option it cannot be combined with, and for
+    --poll without --watch."""
     if args.watch is None:
         if args.poll is not None:
             parser.error("--poll needs --watch")

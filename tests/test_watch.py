@@ -396,7 +396,7 @@ async def test_a_result_that_cannot_be_recorded_stops_the_watcher_and_puts_the_o
 
 
 @pytest.mark.asyncio
-async def test_each_file_s_end_is_printed_on_stderr_as_it_happens(tmp_path, capsys):
+async def test_the_end_of_each_file_is_printed_on_stderr_as_it_happens(tmp_path, capsys):
     root = tmp_path / "inbox"
     async with watching(root) as (session, task):
         drop(root / "incoming", "client.csv", GOOD)
@@ -574,7 +574,7 @@ def test_after_kill_9_mid_file_a_restart_processes_each_file_exactly_once(tmp_pa
 
 # --- The dashboard ---
 
-def test_the_watch_s_dashboard_header_says_what_it_watches_and_its_counts():
+def test_the_dashboard_header_of_a_watch_says_what_it_watches_and_its_counts():
     session = WatchSession(watch_folders("inbox"), done=3, waiting=1)
 
     assert processor.format_watch_header(session, 41.25, 72) == [
@@ -584,7 +584,7 @@ def test_the_watch_s_dashboard_header_says_what_it_watches_and_its_counts():
     ]
 
 
-def test_the_watch_s_dashboard_lists_the_files_in_processing_then_the_newest_finished(tmp_path):
+def test_the_dashboard_of_a_watch_lists_the_files_in_processing_then_the_newest_done(tmp_path):
     session = WatchSession(watch_folders(str(tmp_path)),
                            processing={str(tmp_path / "b.csv"), str(tmp_path / "a.csv")})
     run = processor.BatchRun(asyncio.Semaphore(3), [None] * 3, 0, 0, 0, {}, None)
