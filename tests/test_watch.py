@@ -434,6 +434,7 @@ async def test_off_a_terminal_the_status_line_is_printed_every_interval(monkeypa
     task = asyncio.create_task(processor.show_watch_status(session))
     await wait_until(lambda: log.getvalue().count("\n") >= 2)
     task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
     assert log.getvalue().splitlines()[0] == \
         "watching inbox: 2 done, 0 failed, 0 processing, 0 waiting"
