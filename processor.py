@@ -15,26 +15,29 @@ keep the user company on stderr, and the report goes to stdout:
     ...
     Batch: 6 files (6 completed, 0 failed) | 12,600 transactions | total 2,839,991.82 | 8 rows rejected
 
-Sections, in reading order (each starts with a `# --- Name ---` comment):
+Sections, in reading order (each starts with a `# --- Name ---` comment). The core, from the
+data model through the report, is the whole lesson and names nothing defined after it; each
+later section is an extra that plugs into the core through a parameter the core offers.
     The data model     what one file's result holds, and the small values behind it
-    Checking rows      pure functions: is the header usable, is a row valid, and why not;
-                       the fast path that checks a batch of simple lines at once
-    Tallying a file    folding valid rows into exact totals, and the final statistics
+    Checking rows      pure functions: is the header usable, is a row valid, and why not
+    Tallying a file    folding valid rows into exact totals; the one function that builds a result
     Processing a file  process_file: read, check and tally a file 100 lines at a time, yielding
     The spinner        show_spinner, and the one stderr line it shares with the monitor
     The monitor        monitor_progress: a progress line every 2 seconds
-    The coordinator    process_batch: largest files first, the semaphore, gather, cleanup in finally
+    The coordinator    process_batch: the settings, a slot under the semaphore, retries that
+                       hold no slot, gather, and the spinner and monitor cancelled in finally
     The report         the human report, the JSON, and the exit status
-    Retrying files     --retries: try a file again after a growing wait that holds no slot
+  Extras:
+    Reading faster     a chunk of simple lines split and checked at once: four times faster
     Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
-    Keeping rejects    --rejects: every rejected row, written as it comes to a temporary file
-                       that gets its final name only when its input was read to its end
-    The dashboard      --dashboard: the batch full screen; a pure function lays out the lines,
-                       a task draws them with curses ten times a second
+    Keeping rejects    --rejects: a reader around process_file that keeps every rejected row
+                       in a temporary file, named for good only once its input was read whole
+    The dashboard      --dashboard: a view in place of the spinner and the monitor; a pure
+                       function lays out the lines, a task draws them with curses
     The timeline       --timeline: after the report, a chart of which file held which slot, when
     Watching a folder  --watch: a service that takes each file as it arrives, only once it is
                        complete, and records its result before moving it on, crash or not
-    The command line   parsing arguments, and main
+    The command line   parsing arguments, and main, which plugs in the extras asked for
 """
 
 import argparse
@@ -55,25 +58,23 @@ import stat
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, closing, nullcontext, suppress
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from contextlib import closing, suppress
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import (TYPE_CHECKING, Callable, Collection, Coroutine, Iterator, NamedTuple, TextIO,
-                    TypedDict, TypeVar)
+from typing import (TYPE_CHECKING, Awaitable, Callable, Collection, Coroutine, Iterator, Literal,
+                    NamedTuple, Protocol, TextIO, TypedDict, TypeVar)
 
 if TYPE_CHECKING:
     import curses  # imported where --dashboard uses it, as sqlite3 for --db
     import sqlite3  # imported where --db uses it, so that a run without it does not pay for it
 
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
-ROWS_PER_YIELD = 100
+ROWS_PER_CHUNK = 100  # rows read between two yields to the event loop
 MAX_ROW_ERRORS = 100
-MAX_SEEN_DATES = 10_000
 SPINNER_FRAMES = "\\|/-"
 SPINNER_INTERVAL_S = 0.1
 MONITOR_INTERVAL_S = 2.0
@@ -94,10 +95,12 @@ CENTS = Decimal("0.01")
 
 PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-AMOUNT_CHARACTERS = re.compile(r"[0-9.+-]*")
 
 
 # --- The data model ---
+
+Status = Literal["completed", "error", "cancelled"]
+
 
 class RowError(TypedDict):
     line: int
@@ -112,7 +115,7 @@ class DateRange(TypedDict):
 class FileResult(TypedDict):
     """One file's result: every key is always present (see the contract)."""
     filename: str
-    status: str  # "completed", "error" or "cancelled"
+    status: Status  # "cancelled" for a file that a Ctrl-C stopped
     total_transactions: int
     total_amount: float
     total_amount_exact: str  # the same sum as plain decimal text, nothing rounded
@@ -124,9 +127,9 @@ class FileResult(TypedDict):
     row_errors: list[RowError]
     error: str | None
     retryable: bool  # the error may pass (missing, unreadable, changed while read): try again
-    attempts: int  # 1 unless --retries tried the file again
+    attempts: int  # more than 1 when the coordinator tried the file again
     earlier_errors: list[str]  # the error of each attempt before the last, in order
-    rejects_file: str | None  # with --rejects, the file holding every rejected row, if any
+    rejects_file: str | None  # the file that kept every rejected row, when one was asked for
     slot: int | None  # under process_batch, the slot (1, 2, ...) its last attempt held
     start_offset: float | None  # and when it took and left that slot, in seconds from the
     end_offset: float | None  # batch's start; None for a file never processed in a batch
@@ -162,12 +165,10 @@ class Transaction(NamedTuple):
     category: str
 
 
-class SimpleRows(NamedTuple):
-    """A batch of valid rows, as much of them as the statistics need."""
-    row_count: int
-    total: Decimal
-    new_dates: set[str]  # the dates not in seen_dates: only those can widen the date range
-    categories: list[str]
+class RejectedRow(NamedTuple):
+    line: int
+    reason: str
+    fields: list[str]  # as read; empty ones for a record the csv module could not read
 
 
 class FileProblem(Exception):
@@ -200,12 +201,6 @@ def is_undecodable(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-def readable_text(text: str) -> str:
-    """Return text with each byte that was not valid UTF-8 written as \\xNN: nothing lost, and
-    writable anywhere that takes UTF-8."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def is_plain_decimal(text: str) -> bool:
@@ -275,68 +270,12 @@ def check_row(fields: list[str], columns: Columns) -> Transaction | str:
     return row_problems(values)
 
 
-# The fast path. Almost every line of a real file is simple: one row, no quotes, valid UTF-8,
-# so all the csv module would do is split it at commas. A whole batch of such lines can be split
-# and checked by a few string and list operations, each one C loop over the batch, instead of a
-# dozen Python steps per row: that makes reading about four times faster (benchmarks/bench.py).
-# It applies the same rules as check_row; a batch it is unsure of goes to check_row, row by row.
-def is_simple_text(text: str) -> bool:
-    """Whether text is whole lines that csv would split at every comma: no quotes, no bad bytes,
-    and too short to hold a field over the csv module's size limit."""
-    return (text.endswith("\n") and '"' not in text and "\r" not in text
-            and len(text) <= csv.field_size_limit() and not is_undecodable(text))
-
-
-def split_simple_lines(lines: list[str], width: int) -> list[str] | None:
-    """Return the fields of a batch of simple lines, each row followed by a "\n" field, or None if
-    a line is not simple or not `width` fields long."""
-    text = "".join(lines).replace("\r\n", "\n")
-    if not is_simple_text(text):
-        return None
-    fields = text.replace("\n", ",\n,").split(",")
-    fields.pop()  # the empty field after the last newline
-    # Every (width + 1)th field must be a newline: one line with a field too many or too few
-    # moves the newlines after it out of step, even if another line makes the count up.
-    if len(fields) != (width + 1) * len(lines) or fields[width::width + 1].count("\n") != len(lines):
-        return None
-    return fields
-
-
-def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str]) -> SimpleRows | None:
-    """Return a batch of lines as SimpleRows if every line is a simple, valid row; else None.
-
-    seen_dates holds the dates of rows already counted: known real, and inside the date range.
-    """
-    fields = split_simple_lines(lines, len(columns.names))
-    if fields is None:
-        return None
-    stride = len(columns.names) + 1
-    ids, customers, amounts, dates, categories = [fields[position::stride]
-                                                  for position in columns.positions]
-    categories = list(map(str.strip, categories))
-    if not (all(categories) and all(map(str.strip, ids)) and all(map(str.strip, customers))):
-        return None
-    # Most batches hold only dates seen before, and asking that is cheaper than building a set.
-    new_dates = set() if seen_dates.issuperset(dates) else set(dates) - seen_dates
-    if not all(map(is_calendar_date, new_dates)):
-        return None
-    # Made of nothing but digits, signs and points, an amount is in plain decimal notation
-    # exactly when Decimal can read it (no letters: no exponent, NaN or Infinity).
-    if AMOUNT_CHARACTERS.fullmatch("".join(amounts)) is None:
-        return None
-    try:
-        with localcontext(EXACT):
-            total = sum(map(Decimal, amounts), Decimal(0))
-    except InvalidOperation:
-        return None
-    return SimpleRows(len(lines), total, new_dates, categories)
-
-
 # --- Tallying a file ---
 
 @dataclass
 class FileTally:
-    """The running statistics of one file, built up a row or a batch of rows at a time."""
+    """The running statistics of one file, built up a row at a time. It touches no file: the
+    rows rejected since the last take_rejected() wait in `rejected` for whoever wants them."""
     count: int = 0
     total: Decimal = Decimal(0)
     categories: Counter[str] = field(default_factory=Counter)
@@ -344,21 +283,13 @@ class FileTally:
     latest: str | None = None
     invalid_rows: int = 0
     row_errors: list[RowError] = field(default_factory=list)
-    rejects: "RejectsFile | None" = None  # with --rejects, where every rejected row is written
+    rejected: list[RejectedRow] = field(default_factory=list)
 
     def add(self, transaction: Transaction) -> None:
         self.count += 1
         self.total = EXACT.add(self.total, transaction.amount)
         self.categories[transaction.category] += 1
         self.widen_dates(transaction.date, transaction.date)
-
-    def add_rows(self, rows: SimpleRows) -> None:
-        """Fold a batch of valid rows: the same as add() on each one."""
-        self.count += rows.row_count
-        self.total = EXACT.add(self.total, rows.total)
-        self.categories.update(rows.categories)
-        if rows.new_dates:
-            self.widen_dates(min(rows.new_dates), max(rows.new_dates))
 
     def widen_dates(self, earliest: str, latest: str) -> None:
         # ISO dates sort as text, so the range needs no date arithmetic.
@@ -371,8 +302,7 @@ class FileTally:
         self.invalid_rows += 1
         if len(self.row_errors) < MAX_ROW_ERRORS:
             self.row_errors.append({"line": line, "reason": reason})
-        if self.rejects is not None:
-            self.rejects.write(line, reason, fields)
+        self.rejected.append(RejectedRow(line, reason, fields))
 
     def fold(self, line: int, fields: list[str], columns: Columns) -> None:
         """Count a data record as valid, rejected or (when blank) not at all."""
@@ -382,24 +312,15 @@ class FileTally:
         elif not is_blank(fields):  # a valid row is never blank, so only rejects are asked
             self.reject(line, checked, fields)
 
+    def take_rejected(self) -> list[RejectedRow]:
+        """Return the rows rejected since the last call, and forget them."""
+        rejected, self.rejected = self.rejected, []
+        return rejected
+
 
 def top_category(categories: Counter[str]) -> str | None:
     """Return the most frequent category; a tie goes to the smallest name, none to None."""
     return min(categories, key=lambda name: (-categories[name], name), default=None)
-
-
-def blank_result(filename: str, status: str, *, error: str | None = None,
-                 seconds: float = 0.0, retryable: bool = False) -> FileResult:
-    """Return a result with no statistics: for a file that failed or never finished."""
-    return {
-        "filename": filename, "status": status,
-        "total_transactions": 0, "total_amount": 0.0, "total_amount_exact": "0",
-        "average_transaction": 0.0, "top_category": None,
-        "date_range": {"earliest": None, "latest": None},
-        "processing_time": seconds, "invalid_rows": 0, "row_errors": [], "error": error,
-        "retryable": retryable, "attempts": 1, "earlier_errors": [], "rejects_file": None,
-        "slot": None, "start_offset": None, "end_offset": None,
-    }
 
 
 def to_float(value: Fraction) -> float:
@@ -410,12 +331,16 @@ def to_float(value: Fraction) -> float:
         return math.inf if value > 0 else -math.inf
 
 
-def completed_result(filename: str, tally: FileTally, seconds: float) -> FileResult:
-    """Return the result of a file read to its end."""
+def file_result(filename: str, status: Status, tally: FileTally | None = None, *,
+                seconds: float = 0.0, error: str | None = None,
+                retryable: bool = False) -> FileResult:
+    """Return a file's result, with every key: the tally's statistics, or none without a tally
+    (a file that failed or never ran)."""
+    tally = FileTally() if tally is None else tally
     # Fraction keeps the average exact until the one rounding into a float.
     average = to_float(Fraction(tally.total) / tally.count) if tally.count else 0.0
     return {
-        "filename": filename, "status": "completed",
+        "filename": filename, "status": status,
         "total_transactions": tally.count,
         "total_amount": float(tally.total),
         "total_amount_exact": f"{tally.total:f}",
@@ -425,8 +350,8 @@ def completed_result(filename: str, tally: FileTally, seconds: float) -> FileRes
         "processing_time": seconds,
         "invalid_rows": tally.invalid_rows,
         "row_errors": tally.row_errors,
-        "error": None, "retryable": False, "attempts": 1, "earlier_errors": [],
-        "rejects_file": tally.rejects.kept_as if tally.rejects is not None else None,
+        "error": error, "retryable": retryable,
+        "attempts": 1, "earlier_errors": [], "rejects_file": None,
         "slot": None, "start_offset": None, "end_offset": None,
     }
 
@@ -435,18 +360,18 @@ def completed_result(filename: str, tally: FileTally, seconds: float) -> FileRes
 
 @dataclass
 class FileProgress:
-    """How far process_file has got in one file: for the monitor and the dashboard."""
-    started: float  # time.perf_counter() when process_file began
+    """How far process_file has got in one file, for whoever watches it from another task."""
+    started: float = field(default_factory=time.perf_counter)
     bytes_read: int = 0
     tally: FileTally = field(default_factory=FileTally)  # the rows so far
 
 
-# Each file's progress, for the monitor's estimate of the time left and for the dashboard.
-# It travels in a context variable, not a parameter, so that process_file keeps the contract's
-# signature and a test can wrap it freely: process_batch sets a fresh dict here, and every task
-# it starts inherits a copy of its context, so all of them see that same dict. Outside a batch,
-# process_file writes to a dict that nobody reads.
-progress_board: ContextVar[dict[str, FileProgress]] = ContextVar("progress_board")
+# What process_file hands over after each chunk: the header's names and the chunk's rejected rows.
+RejectedRowsHook = Callable[[tuple[str, ...], list[RejectedRow]], None]
+
+
+def forget_rejected(header: tuple[str, ...], rows: list[RejectedRow]) -> None:
+    """process_file's default for on_rejected: rejected rows are counted and listed, not kept."""
 
 
 def check_regular_file(filename: str) -> None:
@@ -469,14 +394,14 @@ def check_unchanged(before: os.stat_result, after: os.stat_result) -> None:
     raise FileChanged(f"Changed while being read ({change}): its figures would be wrong")
 
 
-class BatchReader:
-    """Reads a CSV file's header, then folds its records into a tally a batch at a time."""
+class ChunkReader:
+    """Reads a CSV file's header, then folds its records into a tally a chunk at a time."""
 
     def __init__(self, file: TextIO) -> None:
         """Read up to the header, the first non-blank record; raise FileProblem if it is unusable."""
         self.lines = iter(file)
         self.lines_read = 0
-        self.seen_dates: set[str] = set()
+        self.seen_dates: set[str] = set()  # dates of rows counted, for the faster reader
         self.columns = self.read_header()
 
     def read_header(self) -> Columns:
@@ -490,36 +415,34 @@ class BatchReader:
             raise FileProblem(f"Header cannot be read as CSV: {error}") from None
         raise FileProblem("Empty file: no header row")
 
-    def fold_batch(self, tally: FileTally) -> int:
-        """Fold the next ROWS_PER_YIELD records into tally; return how many there were."""
-        batch = list(itertools.islice(self.lines, ROWS_PER_YIELD))
-        rows = check_simple_lines(batch, self.columns, self.seen_dates)
-        if rows is None:
-            # A record may span lines, so the csv module may read on past the batch; it stops after
-            # ROWS_PER_YIELD records, at or after the batch's end, so no line is read twice.
-            return self.fold_records(tally, itertools.chain(batch, self.lines))
-        tally.add_rows(rows)
-        self.lines_read += rows.row_count
-        if len(self.seen_dates) < MAX_SEEN_DATES:  # a year adds 366: a bound only odd files reach
-            self.seen_dates |= rows.new_dates
-        return rows.row_count
+    def fold_chunk(self, tally: FileTally) -> int:
+        """Fold the next ROWS_PER_CHUNK records into tally; return how many there were."""
+        chunk = list(itertools.islice(self.lines, ROWS_PER_CHUNK))
+        # An optimisation, which the lesson can skip: most chunks are simple lines that
+        # fold_simple_chunk ("Reading faster", after the report) folds at once, four times
+        # faster and to the same figures. It leaves any other chunk to the csv module below.
+        if fold_simple_chunk(chunk, self.columns, tally, self.seen_dates):
+            self.lines_read += len(chunk)
+            return len(chunk)
+        # A record may span lines, so the csv module may read on past the chunk; it stops after
+        # ROWS_PER_CHUNK records, at or after the chunk's end, so no line is read twice.
+        return self.fold_records(tally, itertools.chain(chunk, self.lines))
 
     def fold_records(self, tally: FileTally, lines: Iterator[str]) -> int:
-        """Fold up to ROWS_PER_YIELD records read by the csv module; return how many there were.
+        """Fold up to ROWS_PER_CHUNK records read by the csv module; return how many there were.
 
         A record the csv module cannot parse is rejected, and reading goes on at the next line.
         """
         reader = csv.reader(lines)
         records = 0
-        while records < ROWS_PER_YIELD:
+        while records < ROWS_PER_CHUNK:
             line = self.lines_read + reader.line_num + 1  # line_num counts the lines reader has read
             try:
                 fields = next(reader)
             except StopIteration:
                 break
             except csv.Error as error:
-                no_fields = [""] * len(self.columns.names)  # what --rejects keeps of it: its line
-                tally.reject(line, f"cannot be read as CSV: {error}", no_fields)
+                tally.reject(line, f"cannot be read as CSV: {error}", [""] * len(self.columns.names))
             else:
                 tally.fold(line, fields, columns=self.columns)
             records += 1
@@ -527,18 +450,20 @@ class BatchReader:
         return records
 
 
-async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
+async def process_file(filename: str, *, delay: float = 0.1, progress: FileProgress | None = None,
+                       on_rejected: RejectedRowsHook = forget_rejected) -> FileResult:
     """Return one CSV file's statistics.
 
     Never raises for a file-level problem (missing, not a regular file, unreadable, empty,
     bad header, changed while being read): that gives status "error", a one-line reason, and
     `retryable` true when the problem may pass. Rejected rows are counted and listed with their
-    line numbers; they never stop the file. Under process_batch(..., rejects=DIR) each one is
-    also written to the file's rejects file; if that cannot be written, the file is an error.
+    line numbers; they never stop the file. Pass `progress` to follow the reading from another
+    task, and `on_rejected` to be handed the rejected rows after each chunk; a FileProblem it
+    raises makes the file an error.
     """
     started = time.perf_counter()
-    progress = FileProgress(started)
-    progress_board.get({})[filename] = progress
+    progress = FileProgress() if progress is None else progress
+    tally = progress.tally
     try:
         check_regular_file(filename)
         # The file is streamed, never read whole. A bad byte must not end the file, only its row:
@@ -546,26 +471,24 @@ async def process_file(filename: str, *, delay: float = 0.1) -> FileResult:
         with open(filename, encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
             # A client may still be writing the file: if it changed, the rows read are a mix.
             before = os.fstat(file.fileno())
-            reader = BatchReader(file)
-            # With --rejects, rejected rows are kept as they come; on leaving this block the file
-            # of them gets its final name only if nothing went wrong, else it is removed.
-            with open_rejects(filename, reader.columns) as rejects:
-                tally = FileTally(rejects=rejects)
-                progress.tally = tally
-                while reader.fold_batch(tally) == ROWS_PER_YIELD:
-                    progress.bytes_read = os.lseek(file.fileno(), 0, os.SEEK_CUR)
-                    # Tasks only take turns at an await. Without this one a long file would
-                    # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
-                    await asyncio.sleep(delay)
-                check_unchanged(before, os.fstat(file.fileno()))
+            reader = ChunkReader(file)
+            while reader.fold_chunk(tally) == ROWS_PER_CHUNK:
+                # Handed over chunk by chunk, rejected rows never fill the memory.
+                on_rejected(reader.columns.names, tally.take_rejected())
+                progress.bytes_read = os.lseek(file.fileno(), 0, os.SEEK_CUR)
+                # Tasks only take turns at an await. Without this one a long file would
+                # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
+                await asyncio.sleep(delay)
+            on_rejected(reader.columns.names, tally.take_rejected())
+            check_unchanged(before, os.fstat(file.fileno()))
     except OSError as error:
         # Missing or unreadable now need not be for good: an upload ends, a permission is fixed.
-        return blank_result(filename, "error", error=error.strerror or str(error),
-                            seconds=time.perf_counter() - started, retryable=True)
+        return file_result(filename, "error", error=error.strerror or str(error),
+                           seconds=time.perf_counter() - started, retryable=True)
     except FileProblem as problem:
-        return blank_result(filename, "error", error=str(problem),
-                            seconds=time.perf_counter() - started, retryable=problem.may_pass)
-    return completed_result(filename, tally, time.perf_counter() - started)
+        return file_result(filename, "error", error=str(problem),
+                           seconds=time.perf_counter() - started, retryable=problem.may_pass)
+    return file_result(filename, "completed", tally, seconds=time.perf_counter() - started)
 
 
 # --- The spinner ---
@@ -633,6 +556,11 @@ def file_size(filename: str) -> int:
         return 0
 
 
+def percent_done(fraction: float, finished: bool) -> int:
+    """Return the fraction done as a whole percentage: 100 only once all is finished."""
+    return 100 if finished else min(99, round(100 * fraction))
+
+
 def estimate_seconds_left(elapsed: float, bytes_done: int, bytes_total: int) -> float | None:
     """Return the time left if the rest goes as fast as what is done, or None before any progress."""
     if bytes_done <= 0 or elapsed <= 0:
@@ -641,11 +569,11 @@ def estimate_seconds_left(elapsed: float, bytes_done: int, bytes_total: int) -> 
 
 
 def count_bytes_done(sizes: dict[str, int], results: dict[str, FileResult],
-                     board: dict[str, FileProgress]) -> int:
+                     progress: dict[str, FileProgress]) -> int:
     """Return how many bytes of the files are done: a file with a result counts whole, one
     not started yet as 0."""
-    bytes_read = {name: progress.bytes_read for name, progress in board.items()}
-    return sum(size if name in results else bytes_read.get(name, 0) for name, size in sizes.items())
+    return sum(size if name in results else progress[name].bytes_read if name in progress else 0
+               for name, size in sizes.items())
 
 
 def format_time_left(seconds_left: float | None) -> str:
@@ -656,32 +584,32 @@ def format_time_left(seconds_left: float | None) -> str:
 
 
 def format_progress(done: int, total: int, newly_finished: list[str],
-                    seconds_left: float | None, waiting: list[str] | None = None) -> str:
+                    seconds_left: float | None, retrying: list[str] | None = None) -> str:
     """Return the monitor's line: `Processed 3 of 7 files (43%) | finished: a.csv | about 4 s left`,
     with `| waiting to retry: b.csv` while files wait to be tried again."""
-    percent = round(100 * done / total) if total else 100
-    if done < total:
-        percent = min(percent, 99)
+    percent = percent_done(done / total if total else 1.0, done >= total)
     parts = [f"Processed {done} of {total} files ({percent}%)"]
     if newly_finished:
         parts.append("finished: " + ", ".join(newly_finished))
-    if waiting:
-        parts.append("waiting to retry: " + ", ".join(waiting))
+    if retrying:
+        parts.append("waiting to retry: " + ", ".join(retrying))
     if done < total:
         parts.append(format_time_left(seconds_left))
     return " | ".join(parts)
 
 
 async def monitor_progress(filenames: list[str], results: dict[str, FileResult], *,
-                           waiting: Collection[str] = ()) -> None:
+                           retrying: Collection[str] = (),
+                           progress: dict[str, FileProgress] | None = None) -> None:
     """Print a progress line on stderr every 2 seconds, and a last one once every file has a result.
 
-    Returns after that last line. The time left is estimated from the bytes read so far. The
-    files in `waiting`, looked at for each line, are named as waiting to retry.
+    Returns after that last line. The time left is estimated from the bytes read so far, which
+    `progress` tells of the files being read. The files in `retrying`, looked at for each line,
+    are named as waiting to retry.
     """
     names = list(dict.fromkeys(filenames))
     sizes = {name: file_size(name) for name in names}
-    board = progress_board.get({})
+    progress = {} if progress is None else progress
     loop = asyncio.get_running_loop()
     started = loop.time()
     next_line_at = started + MONITOR_INTERVAL_S
@@ -695,11 +623,11 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult],
             newly_finished = [name for name in finished if name not in reported]
             reported.update(newly_finished)
             seconds_left = estimate_seconds_left(loop.time() - started,
-                                                 count_bytes_done(sizes, results, board),
+                                                 count_bytes_done(sizes, results, progress),
                                                  sum(sizes.values()))
             status_line.print(format_progress(len(finished), len(names), newly_finished,
                                               seconds_left,
-                                              [name for name in names if name in waiting]))
+                                              [name for name in names if name in retrying]))
             next_line_at += MONITOR_INTERVAL_S
         if all_done:
             return
@@ -709,142 +637,187 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult],
 
 # --- The coordinator ---
 
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """How a batch is run; it checks itself once, when made (ValueError for a value out of range)."""
+    max_concurrent: int = 3  # files processed at once
+    delay: float = 0.1  # the simulated I/O pause after every chunk of rows
+    retries: int = 0  # more attempts for a file that failed for a reason that may pass
+    retry_delay: float = 0.5  # seconds before the first of them; each next wait doubles
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, not {self.max_concurrent}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {self.retries}")
+        if not math.isfinite(self.retry_delay) or self.retry_delay < 0:
+            raise ValueError("retry_delay must be a finite number of seconds >= 0, "
+                             f"not {self.retry_delay}")
+
+
+class FileReader(Protocol):
+    """What reads one file for the coordinator: process_file, or an extra's function around it."""
+    def __call__(self, filename: str, *, delay: float,
+                 progress: FileProgress) -> Awaitable[FileResult]: ...
+
+
+def ignore(*details: object) -> None:
+    """The hooks' default: hear of something, and do nothing."""
+
+
+@dataclass(kw_only=True)
+class Batch:
+    """What the files' tasks in one batch share. Only the coordinator writes it; a view reads it,
+    and the hooks hear of each result and each retry (each an extra's way in)."""
+    filenames: list[str]  # distinct, in input order
+    settings: Settings
+    slots: list[str | None]  # the file holding each of the semaphore's slots, None when free
+    results: dict[str, FileResult] = field(default_factory=dict)
+    progress: dict[str, FileProgress] = field(default_factory=dict)  # of each file's last attempt
+    retrying: set[str] = field(default_factory=set)  # the files waiting to be tried again
+    started: float = field(default_factory=time.perf_counter)
+    read_file: FileReader | None = None  # None: the module's process_file, looked up each time
+    on_result: Callable[[FileResult], None] = ignore
+    on_retry: Callable[[str, float, str], None] = ignore  # the file, the wait in seconds, the error
+    semaphore: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(self.settings.max_concurrent)
+
+
 def largest_first(filenames: list[str]) -> list[str]:
     """Return the names in the order to start them: largest file first, ties in input order."""
     return sorted(filenames, key=file_size, reverse=True)
 
 
-class BatchEvent(NamedTuple):
-    at: float  # seconds from the batch's start
-    text: str  # `finished a.csv (600 valid, 8 rejected)`, `error b.csv: ...`, `retry c.csv ...`
+class Attempt(NamedTuple):
+    """One try at a file: its result, the slot it held, and from when to when (seconds from the
+    batch's start)."""
+    result: FileResult
+    slot: int
+    start_offset: float
+    end_offset: float
 
 
-@dataclass
-class BatchRun:
-    """What the files' tasks in one batch share: the slots, the settings, where results go, and
-    what has happened so far."""
-    semaphore: asyncio.Semaphore
-    slots: list[str | None]  # the file holding each of the semaphore's slots, None when free
-    delay: float
-    retries: int
-    retry_delay: float
-    results: dict[str, FileResult]
-    db: "DatabaseWriter | None"
-    started: float = field(default_factory=time.perf_counter)
-    waiting: set[str] = field(default_factory=set)  # files waiting to retry, for the monitor
-    events: list[BatchEvent] = field(default_factory=list)  # for the dashboard
-    print_events: bool = False  # print each event on stderr too, as --watch does
-
-    def note(self, text: str) -> None:
-        self.events.append(BatchEvent(time.perf_counter() - self.started, text))
-        if self.print_events:
-            status_line.print(text)
-
-
-async def process_in_slot(filename: str, run: BatchRun) -> FileResult:
-    """Process one file once the semaphore has a free slot; return its result, which says
-    which slot it held and when."""
+async def process_in_slot(filename: str, batch: Batch) -> Attempt:
+    """Process one file once the semaphore has a free slot."""
     # Every file's task starts at once, but only max_concurrent of them get past this line at a
     # time; the rest wait here, holding nothing, until a file finishes and frees its slot.
-    async with run.semaphore:
+    async with batch.semaphore:
         # The semaphore only counts free slots; this list says which file holds which, for the
         # dashboard and the timeline. A file frees its slot before it releases the semaphore,
         # so whoever gets in next always finds one free.
-        slot = run.slots.index(None)
-        run.slots[slot] = filename
+        slot = batch.slots.index(None)
+        batch.slots[slot] = filename
+        progress = batch.progress[filename] = FileProgress()
         taken = time.perf_counter()
         try:
-            result = await process_file(filename, delay=run.delay)
+            read_file = batch.read_file or process_file
+            result = await read_file(filename, delay=batch.settings.delay, progress=progress)
         except Exception as error:
             # process_file reports file problems itself, so this is a bug; one file's bug must
             # not take the other files' results down with it.
-            result = blank_result(filename, "error",
-                                  error=f"unexpected {type(error).__name__}: {error}")
+            result = file_result(filename, "error",
+                                 error=f"unexpected {type(error).__name__}: {error}")
         finally:
-            run.slots[slot] = None
-        result["slot"] = slot + 1
-        result["start_offset"] = taken - run.started
-        result["end_offset"] = time.perf_counter() - run.started
-    return result
+            batch.slots[slot] = None
+        return Attempt(result, slot + 1, taken - batch.started, time.perf_counter() - batch.started)
 
 
-def describe_result(result: FileResult) -> str:
-    """Return the event a file's result makes: `finished a.csv (600 valid, 8 rejected)` or
-    `error b.csv: No such file or directory`."""
-    if result["status"] != "completed":
-        return f"{result['status']} {result['filename']}: {result['error']}"
-    return (f"finished {result['filename']} ({result['total_transactions']:,} valid, "
-            f"{result['invalid_rows']:,} rejected)")
+# A file that is missing, unreadable or changing may be fine a moment later: a client is still
+# uploading it, someone is fixing its permissions. With retries such a file is tried again
+# after a wait that doubles each time. A directory, an empty file or a header that lacks columns
+# is not: reading it again would find the same problem.
+RETRY_WAIT_CAP_S = 30.0
+# Each wait is made up to 10% shorter or longer at random, so that files that failed together
+# (a share that went away) do not all come back at the same instant, and again after that.
+RETRY_JITTER = 0.1
 
 
-async def finish_file(filename: str, run: BatchRun) -> None:
+def retry_wait(retry: int, first_wait: float, jitter: float) -> float:
+    """Return the seconds to wait before retry number `retry` (1 for the first): first_wait
+    doubled for each retry before it, times 1 + jitter, and never more than RETRY_WAIT_CAP_S."""
+    doublings = min(retry - 1, 64)  # 2**64 nanoseconds is centuries; 2.0**1024 would overflow
+    return min(RETRY_WAIT_CAP_S, first_wait * 2.0 ** doublings * (1 + jitter))
+
+
+async def process_with_retries(filename: str, batch: Batch) -> FileResult:
+    """Return the file's result after up to 1 + retries attempts; only a failure that may pass
+    (`retryable`) is tried again. The result tells of its attempts and of the last one's slot."""
+    earlier_errors: list[str] = []
+    while True:
+        attempt = await process_in_slot(filename, batch)
+        error = str(attempt.result["error"])
+        if not attempt.result["retryable"] or len(earlier_errors) == batch.settings.retries:
+            break
+        earlier_errors.append(error)
+        wait = retry_wait(len(earlier_errors), batch.settings.retry_delay,
+                          random.uniform(-RETRY_JITTER, RETRY_JITTER))
+        batch.on_retry(filename, wait, error)
+        # The point of this pattern: the file sleeps outside process_in_slot, holding no slot,
+        # so the other files keep every slot busy meanwhile. Were it to sleep in its slot, each
+        # waiting file would idle a slot, and enough of them would stall the whole batch.
+        batch.retrying.add(filename)
+        try:
+            await asyncio.sleep(wait)  # Ctrl-C cancels the batch here too, without waiting
+        finally:
+            batch.retrying.discard(filename)
+    # What only the coordinator knows, added to the result in this one place.
+    return attempt.result | {"attempts": len(earlier_errors) + 1, "earlier_errors": earlier_errors,
+                             "slot": attempt.slot, "start_offset": attempt.start_offset,
+                             "end_offset": attempt.end_offset}
+
+
+async def finish_file(filename: str, batch: Batch) -> None:
     """Process one file, again if it failed for a passing reason and retries allow, and record
     its result."""
-    result = await process_with_retries(filename, run)
-    run.results[filename] = result
-    run.note(describe_result(result))
-    if run.db is not None:
-        run.db.save(result)
+    result = await process_with_retries(filename, batch)
+    batch.results[filename] = result
+    batch.on_result(result)
 
 
-def check_batch_settings(max_concurrent: int, retries: int, retry_delay: float) -> None:
-    """Raise ValueError for a setting process_batch cannot run with."""
-    if max_concurrent < 1:
-        raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
-    if retries < 0:
-        raise ValueError(f"retries must be 0 or more, not {retries}")
-    if not math.isfinite(retry_delay) or retry_delay < 0:
-        raise ValueError(f"retry_delay must be a finite number of seconds >= 0, not {retry_delay}")
+View = Callable[[Batch], Coroutine[None, None, None]]
 
 
 async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay: float = 0.1,
                         retries: int = 0, retry_delay: float = 0.5,
                         results: dict[str, FileResult] | None = None,
-                        db: "str | os.PathLike[str] | DatabaseWriter | None" = None,
-                        rejects: str | os.PathLike[str] | None = None,
-                        dashboard: "curses.window | None" = None) -> BatchResult:
+                        read_file: FileReader | None = None,
+                        on_result: Callable[[FileResult], None] = ignore,
+                        on_retry: Callable[[str, float, str], None] = ignore,
+                        view: View | None = None) -> BatchResult:
     """Return each file's result, in input order, and a summary of the batch.
 
     A name listed twice is processed once. At most max_concurrent files are processed at any
     moment. A file that fails for a reason that may pass is tried up to `retries` more times,
-    the first after about `retry_delay` seconds. Pass `results` to have it filled as files
-    finish: if the batch is cancelled, it still holds what finished (summarize_batch reports
-    the rest as cancelled). Pass `db`, a SQLite database's path or a DatabaseWriter, to have
-    each result saved as its file finishes; a path that cannot be used raises DatabaseUnusable
-    before any file is read. Pass `rejects`, a folder, to have every rejected row of each file
-    written there (see --rejects); a folder that cannot be written raises RejectsUnusable
-    before any file is read. Pass `dashboard`, a curses window, to have the dashboard drawn on
-    it instead of the spinner and the monitor. A setting out of range raises ValueError.
+    the first after about `retry_delay` seconds. A setting out of range raises ValueError.
+    `results`, if given, is filled as files finish, so that after a cancel it holds what did.
+    Extras plug in here: `read_file` reads each file in place of process_file, `on_result`
+    and `on_retry` hear of each result and each retry, and `view` shows the batch in place of
+    the spinner and the monitor, returning once every file has a result.
     """
-    check_batch_settings(max_concurrent, retries, retry_delay)
     names = list(dict.fromkeys(filenames))
-    kept_rejects = {} if rejects is None else prepare_rejects(os.fspath(rejects), names)
-    if db is not None and not isinstance(db, DatabaseWriter):
-        # Opening waits on the disk, so it runs in a worker thread: the loop need not wait with it.
-        db = await asyncio.to_thread(DatabaseWriter, os.fspath(db), names,
-                                     max_concurrent=max_concurrent, delay=delay)
-    results = {} if results is None else results
-    slots: list[str | None] = [None] * min(max_concurrent, len(names))
-    run = BatchRun(asyncio.Semaphore(max_concurrent), slots, delay, retries, retry_delay,
-                   results, db)
-    board_token = progress_board.set({})
-    rejects_token = rejects_paths.set(kept_rejects)
-    # The loop keeps only weak references to tasks: this list keeps them alive. A dashboard
-    # shows all that the spinner and the monitor would, and more, so it takes their place.
-    if dashboard is None:
+    settings = Settings(max_concurrent=max_concurrent, delay=delay, retries=retries,
+                        retry_delay=retry_delay)
+    batch = Batch(filenames=names, settings=settings, slots=[None] * min(max_concurrent, len(names)),
+                  results={} if results is None else results, read_file=read_file,
+                  on_result=on_result, on_retry=on_retry)
+    # The loop keeps only weak references to tasks: this list keeps them alive.
+    if view is None:
         shows = [asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}")),
-                 asyncio.create_task(monitor_progress(names, results, waiting=run.waiting))]
+                 asyncio.create_task(monitor_progress(names, batch.results, retrying=batch.retrying,
+                                                      progress=batch.progress))]
     else:
-        shows = [asyncio.create_task(show_dashboard(dashboard, names, run))]
+        shows = [asyncio.create_task(view(batch))]
     try:
         # The semaphore lets files in the order they reach it. Largest first: a big file started
         # last would run on alone after the others, with slots idle; started first, the small
         # files fill the other slots around it. The report still follows the input order.
         # gather, not a TaskGroup: process_in_slot turns failures into results, and a TaskGroup
         # would cancel every other file as soon as one raised.
-        await asyncio.gather(*(finish_file(name, run) for name in largest_first(names)))
-        elapsed = time.perf_counter() - run.started
-        await shows[-1]  # the monitor's last line, or the dashboard's last frame
+        await asyncio.gather(*(finish_file(name, batch) for name in largest_first(names)))
+        elapsed = time.perf_counter() - batch.started
+        await shows[-1]  # the monitor's last line, or the view's last frame
     finally:
         # This runs whether the files finished, something raised, or the batch was cancelled
         # (on Python 3.11+ Ctrl-C cancels the main task). Left running, the spinner would draw
@@ -852,19 +825,13 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
         for task in shows:
             task.cancel()
         await asyncio.gather(*shows, return_exceptions=True)
-        progress_board.reset(board_token)
-        rejects_paths.reset(rejects_token)
-        if db is not None:
-            # Here too after Ctrl-C: what finished is saved before the program reports and exits.
-            await db.finish(names, results)
-    return summarize_batch(names, results, elapsed)
+    return summarize_batch(names, batch.results, elapsed)
 
 
 def summarize_batch(filenames: list[str], results: dict[str, FileResult],
                     elapsed: float) -> BatchResult:
     """Return the results in input order, a file with no result reported as cancelled, and the totals."""
-    ordered = {name: results.get(name) or blank_result(name, "cancelled")
-               for name in filenames}
+    ordered = {name: results.get(name) or file_result(name, "cancelled") for name in filenames}
     statuses = Counter(result["status"] for result in ordered.values())
     total = Decimal(0)
     for result in ordered.values():
@@ -998,52 +965,94 @@ def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) 
     return EXIT_OK
 
 
-# --- Retrying files ---
+# --- Reading faster ---
 
-# A file that is missing, unreadable or changing may be fine a moment later: a client is still
-# uploading it, someone is fixing its permissions. With --retries such a file is tried again
-# after a wait that doubles each time. A directory, an empty file or a header that lacks columns
-# is not: reading it again would find the same problem.
+# An optimisation: the lesson reads the same without it. Almost every line of a real file is
+# simple: one row, no quotes, valid UTF-8, so all the csv module would do is split it at commas.
+# A whole chunk of such lines can be split and checked by a few string and list operations, each
+# one C loop over the chunk, instead of a dozen Python steps per row: that makes reading about
+# four times faster (benchmarks/bench.py). It applies the same rules as check_row, and leaves a
+# chunk it is unsure of to the csv module and check_row, row by row.
 
-RETRY_WAIT_CAP_S = 30.0
-# Each wait is made up to 10% shorter or longer at random, so that files that failed together
-# (a share that went away) do not all come back at the same instant, and again after that.
-RETRY_JITTER = 0.1
-
-
-def retry_wait(retry: int, first_wait: float, jitter: float) -> float:
-    """Return the seconds to wait before retry number `retry` (1 for the first): first_wait
-    doubled for each retry before it, times 1 + jitter, and never more than RETRY_WAIT_CAP_S."""
-    doublings = min(retry - 1, 64)  # 2**64 nanoseconds is centuries; 2.0**1024 would overflow
-    return min(RETRY_WAIT_CAP_S, first_wait * 2.0 ** doublings * (1 + jitter))
+MAX_SEEN_DATES = 10_000
+AMOUNT_CHARACTERS = re.compile(r"[0-9.+-]*")
 
 
-async def process_with_retries(filename: str, run: BatchRun) -> FileResult:
-    """Return the file's result after up to 1 + run.retries attempts.
+class SimpleRows(NamedTuple):
+    """A chunk of valid rows, as much of them as the statistics need."""
+    row_count: int
+    total: Decimal
+    new_dates: set[str]  # the dates not in seen_dates: only those can widen the date range
+    categories: list[str]
 
-    Only a failure that may pass (`retryable`) is tried again. The result's `attempts` and
-    `earlier_errors` say what happened; its `processing_time` is the last attempt's.
+
+def is_simple_text(text: str) -> bool:
+    """Whether text is whole lines that csv would split at every comma: no quotes, no bad bytes,
+    and too short to hold a field over the csv module's size limit."""
+    return (text.endswith("\n") and '"' not in text and "\r" not in text
+            and len(text) <= csv.field_size_limit() and not is_undecodable(text))
+
+
+def split_simple_lines(lines: list[str], width: int) -> list[str] | None:
+    """Return the fields of a chunk of simple lines, each row followed by a "\n" field, or None
+    if a line is not simple or not `width` fields long."""
+    text = "".join(lines).replace("\r\n", "\n")
+    if not is_simple_text(text):
+        return None
+    fields = text.replace("\n", ",\n,").split(",")
+    fields.pop()  # the empty field after the last newline
+    # Every (width + 1)th field must be a newline: one line with a field too many or too few
+    # moves the newlines after it out of step, even if another line makes the count up.
+    if len(fields) != (width + 1) * len(lines) or fields[width::width + 1].count("\n") != len(lines):
+        return None
+    return fields
+
+
+def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str]) -> SimpleRows | None:
+    """Return a chunk of lines as SimpleRows if every line is a simple, valid row; else None.
+
+    seen_dates holds the dates of rows already counted: known real, and inside the date range.
     """
-    earlier_errors: list[str] = []
-    while True:
-        result = await process_in_slot(filename, run)
-        if not result["retryable"] or len(earlier_errors) == run.retries:
-            break
-        earlier_errors.append(str(result["error"]))
-        wait = retry_wait(len(earlier_errors), run.retry_delay,
-                          random.uniform(-RETRY_JITTER, RETRY_JITTER))
-        run.note(f"retry {filename} in {wait:.1f} s: {result['error']}")
-        # The point of this pattern: the file sleeps outside process_in_slot, holding no slot,
-        # so the other files keep every slot busy meanwhile. Were it to sleep in its slot, each
-        # waiting file would idle a slot, and enough of them would stall the whole batch.
-        run.waiting.add(filename)
-        try:
-            await asyncio.sleep(wait)  # Ctrl-C cancels the batch here too, without waiting
-        finally:
-            run.waiting.discard(filename)
-    result["attempts"] = len(earlier_errors) + 1
-    result["earlier_errors"] = earlier_errors
-    return result
+    fields = split_simple_lines(lines, len(columns.names))
+    if fields is None:
+        return None
+    stride = len(columns.names) + 1
+    ids, customers, amounts, dates, categories = [fields[position::stride]
+                                                  for position in columns.positions]
+    categories = list(map(str.strip, categories))
+    if not (all(categories) and all(map(str.strip, ids)) and all(map(str.strip, customers))):
+        return None
+    # Most chunks hold only dates seen before, and asking that is cheaper than building a set.
+    new_dates = set() if seen_dates.issuperset(dates) else set(dates) - seen_dates
+    if not all(map(is_calendar_date, new_dates)):
+        return None
+    # Made of nothing but digits, signs and points, an amount is in plain decimal notation
+    # exactly when Decimal can read it (no letters: no exponent, NaN or Infinity).
+    if AMOUNT_CHARACTERS.fullmatch("".join(amounts)) is None:
+        return None
+    try:
+        with localcontext(EXACT):
+            total = sum(map(Decimal, amounts), Decimal(0))
+    except InvalidOperation:
+        return None
+    return SimpleRows(len(lines), total, new_dates, categories)
+
+
+def fold_simple_chunk(lines: list[str], columns: Columns, tally: FileTally,
+                      seen_dates: set[str]) -> bool:
+    """Fold a chunk of simple, valid lines into tally, as FileTally.add on each row would, and
+    return True; return False, having changed nothing, for any other chunk."""
+    rows = check_simple_lines(lines, columns, seen_dates)
+    if rows is None:
+        return False
+    tally.count += rows.row_count
+    tally.total = EXACT.add(tally.total, rows.total)
+    tally.categories.update(rows.categories)
+    if rows.new_dates:
+        tally.widen_dates(min(rows.new_dates), max(rows.new_dates))
+    if len(seen_dates) < MAX_SEEN_DATES:  # a year adds 366: a bound only odd files reach
+        seen_dates |= rows.new_dates
+    return True
 
 
 # --- Saving to SQLite ---
@@ -1053,7 +1062,8 @@ async def process_with_retries(filename: str, run: BatchRun) -> FileResult:
 # Ctrl-C. So a writer thread owns the only connection, and the loop hands it each result through
 # a queue.Queue: put() on a queue with no size limit returns at once, and the queue does the
 # locking between the two threads. The thread writes results in the order they come, until the
-# sentinel that ends the batch.
+# sentinel that ends the batch. main opens the writer before the batch, hands its save to
+# process_batch as on_result, and finishes it once the event loop is done.
 
 DATABASE_TIMEOUT_S = 5.0  # how long a write waits for another program's lock before it fails
 
@@ -1108,6 +1118,12 @@ class BatchEnd(NamedTuple):
     """The writer thread's sentinel: no more results, and the batch's final state."""
     state: str  # "completed" or "interrupted"
     file_count: int  # the files saved: a --watch session knows them only at its end
+
+
+def readable_text(text: str) -> str:
+    """Return text with each byte that was not valid UTF-8 written as \\xNN: nothing lost, and
+    writable anywhere that takes UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def utc_now() -> str:
@@ -1168,17 +1184,18 @@ def end_batch(connection: "sqlite3.Connection", batch_id: int, end: BatchEnd) ->
 class DatabaseWriter:
     """Saves one batch's results to a SQLite database, from a thread of its own, as files finish."""
 
-    def __init__(self, path: str, filenames: list[str], *, max_concurrent: int,
-                 delay: float) -> None:
+    def __init__(self, path: str, settings: Settings, filenames: list[str]) -> None:
         """Start the writer thread and wait until it has opened the database and added the batch.
 
         Raises DatabaseUnusable, before any file is processed, if the path cannot be used.
         """
         self.path = path
+        self.filenames = filenames  # the batch's files; none for a --watch session
+        self.saved: list[str] = []  # the names handed to the thread so far
         self.inbox: queue.Queue[FileResult | BatchEnd] = queue.Queue()
         self.failures: list[str] = []  # one line per write that failed
         opened: Future[int] = Future()
-        options = BatchOptions(max_concurrent, delay, len(filenames))
+        options = BatchOptions(settings.max_concurrent, settings.delay, len(filenames))
         # A daemon thread never keeps the program from exiting; finish() waits for this one.
         self.thread = threading.Thread(target=self.write_batch, args=(opened, options),
                                        name="database writer", daemon=True)
@@ -1187,21 +1204,19 @@ class DatabaseWriter:
 
     def save(self, result: FileResult) -> None:
         """Hand a finished file's result to the writer thread; returns at once."""
+        self.saved.append(result["filename"])
         self.inbox.put_nowait(result)
 
-    async def finish(self, filenames: list[str], results: dict[str, FileResult]) -> None:
-        """Save the files with no result as cancelled, end the batch, and wait for the thread."""
-        unfinished = [name for name in filenames if name not in results]
+    def finish(self, *, interrupted: bool = False) -> None:
+        """Save the batch's files with no result as cancelled, end the batch (interrupted if
+        there were any, or if told so), and wait until the thread has written it all."""
+        saved = set(self.saved)
+        unfinished = [name for name in self.filenames if name not in saved]
         for name in unfinished:
-            self.save(blank_result(name, "cancelled"))
-        await self.close(BatchEnd("interrupted" if unfinished else "completed", len(filenames)))
-
-    async def close(self, end: BatchEnd) -> None:
-        """End the batch as `end` says, once the results handed over are written; wait for the
-        thread."""
-        self.inbox.put_nowait(end)
-        # join() blocks, so it waits in a thread of the loop's executor, leaving the loop free.
-        await asyncio.to_thread(self.thread.join)
+            self.save(file_result(name, "cancelled"))
+        self.inbox.put_nowait(BatchEnd("interrupted" if unfinished or interrupted else "completed",
+                                       len(self.saved)))
+        self.thread.join()
 
     def write_batch(self, opened: Future[int], options: BatchOptions) -> None:
         """The writer thread: open the database, then write what comes until the sentinel."""
@@ -1239,18 +1254,16 @@ class DatabaseWriter:
 # --- Keeping rejects ---
 
 # The report lists a file's first rejected rows; --rejects DIR keeps every one of them, with its
-# line and reason, in DIR/<name>.rejects.csv, for an analyst to repair and send back. The rows
-# are written as they are rejected, so memory stays flat however many there are, to a temporary
-# file renamed when its input has been read to its end: no final name ever holds half a file.
+# line and reason, in DIR/<name>.rejects.csv, for an analyst to repair and send back. It plugs in
+# as process_batch's read_file: a function around process_file, which hands it each chunk's
+# rejected rows (on_rejected), so memory stays flat however many there are. They go to a
+# temporary file, renamed once its input has been read to its end: no final name ever holds
+# half a file.
 
 REJECTS_SUFFIX = ".rejects.csv"
 # A spreadsheet runs a cell that starts with one of these as a formula, so a field in a client's
 # file could make the analyst's spreadsheet fetch or run whatever it names.
 FORMULA_STARTS = ("=", "@", "\t", "\r", "+", "-")
-
-# Where each input's rejected rows go, for process_file to find: process_batch sets it, as it
-# sets progress_board, so that process_file keeps the contract's signature.
-rejects_paths: ContextVar[dict[str, str]] = ContextVar("rejects_paths", default={})
 
 
 class RejectsUnusable(Exception):
@@ -1310,72 +1323,129 @@ def write_safe_row(file: TextIO, cells: list[str]) -> None:
 
 
 class RejectsFile:
-    """A with block around reading one file: its rejected rows go to a temporary file, which
-    gets its final name if the block ends normally and is removed if it ends with an exception."""
+    """One input's rejected rows, written to a temporary file as they are handed over; keep()
+    gives the file its final name, discard() removes what keep() did not name."""
 
-    def __init__(self, path: str, header: tuple[str, ...]) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         folder, name = os.path.split(path)
         # Hidden, and named after this process: two runs sharing a folder cannot collide.
         self.temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-        self.header = header
         self.file: TextIO | None = None  # opened at the first rejected row: no rows, no file
-        self.kept_as: str | None = None  # the final name, once the file is complete
+        self.kept = False
 
-    def __enter__(self) -> "RejectsFile":
-        return self
-
-    def write(self, line: int, reason: str, fields: list[str]) -> None:
-        """Add one rejected row; raise FileProblem if it cannot be written."""
+    def write(self, header: tuple[str, ...], rows: list[RejectedRow]) -> None:
+        """Add rejected rows, under a header the first time; raise FileProblem if they cannot
+        be written."""
+        if not rows:
+            return
         try:
             if self.file is None:
                 self.file = open(self.temporary, "w", encoding="utf-8", newline="")
-                write_safe_row(self.file, ["line", "reason", *self.header])
-            write_safe_row(self.file, [str(line), reason, *map(readable_text, fields)])
+                write_safe_row(self.file, ["line", "reason", *header])
+            for row in rows:
+                write_safe_row(self.file, [str(row.line), row.reason,
+                                           *map(readable_text, row.fields)])
         except OSError as error:
-            raise self.cannot_write(error) from None
+            raise FileProblem(self.cannot_write(error)) from None
 
-    def __exit__(self, kind: type[BaseException] | None, *details: object) -> None:
-        if self.file is None:
-            return
+    def keep(self, result: FileResult) -> FileResult:
+        """Give the rows their final name if the input was read to its end, and return the
+        result naming them; if that fails, the input's result is an error that says why."""
+        if self.file is None or result["status"] != "completed":
+            return result
         try:
             self.file.close()
-            if kind is None:  # the input was read to its end, so every rejected row is here
-                os.replace(self.temporary, self.path)
-                self.kept_as = self.path
+            os.replace(self.temporary, self.path)
         except OSError as error:
-            if kind is None:  # else the exception on its way out tells more, and must go on
-                raise self.cannot_write(error) from None
+            return file_result(result["filename"], "error", error=self.cannot_write(error),
+                               seconds=result["processing_time"])
+        self.kept = True
+        return result | {"rejects_file": self.path}
+
+    def discard(self) -> None:
+        """Remove the temporary file, unless keep() named it."""
+        if self.file is None or self.kept:
+            return
+        with suppress(OSError):
+            self.file.close()
+        with suppress(OSError):
+            os.remove(self.temporary)
+
+    def cannot_write(self, error: OSError) -> str:
+        return f"Cannot write its rejected rows to {self.path}: {error.strerror or error}"
+
+
+def keep_rejects(folder: str | os.PathLike[str], filenames: list[str]) -> FileReader:
+    """Return a reader for process_batch that keeps every rejected row of each file in the
+    folder; raise RejectsUnusable, before any file is read, if the folder cannot be written."""
+    paths = prepare_rejects(os.fspath(folder), filenames)
+
+    async def read_keeping_rejects(filename: str, *, delay: float,
+                                   progress: FileProgress) -> FileResult:
+        rejects = RejectsFile(paths[filename])
+        try:
+            result = await process_file(filename, delay=delay, progress=progress,
+                                        on_rejected=rejects.write)
+            return rejects.keep(result)
         finally:
-            if self.kept_as is None:
-                with suppress(OSError):
-                    os.remove(self.temporary)
+            # Here also when the file failed, or a Ctrl-C cancelled it at its await.
+            rejects.discard()
 
-    def cannot_write(self, error: OSError) -> FileProblem:
-        return FileProblem(f"Cannot write its rejected rows to {self.path}: "
-                           f"{error.strerror or error}")
-
-
-def open_rejects(filename: str, columns: Columns) -> AbstractContextManager[RejectsFile | None]:
-    """Return a with block that gives the RejectsFile for filename's rejected rows, or None
-    when the batch keeps none."""
-    path = rejects_paths.get().get(filename)
-    return nullcontext() if path is None else RejectsFile(path, columns.names)
+    return read_keeping_rejects
 
 
 # --- The dashboard ---
 
-# --dashboard shows the batch full screen with curses, in place of the spinner and the monitor.
-# Knowing is kept apart from drawing: take_snapshot copies what the batch knows into plain
-# values, dashboard_lines turns those into the lines to show (a pure function, tested without a
-# terminal), and show_dashboard, a task like the spinner, puts them on the screen about ten
-# times a second. It never waits for a key either: curses knows nothing of asyncio, so a
-# getch() that blocked would freeze every file along with the screen.
+# --dashboard shows the batch full screen with curses: show_dashboard is the view that
+# process_batch runs in place of the spinner and the monitor, and an EventLog, fed by the
+# on_result and on_retry hooks, tells it what happened. Knowing is kept apart from drawing:
+# take_snapshot copies what the batch knows into plain values, dashboard_lines turns those into
+# the lines to show (a pure function, tested without a terminal), and show_dashboard, a task
+# like the spinner, puts them on the screen about ten times a second. It never waits for a key
+# either: curses knows nothing of asyncio, so a getch() that blocked would freeze every file
+# along with the screen.
 
 DASHBOARD_INTERVAL_S = 0.1
 DASHBOARD_EVENTS = 5  # the most recent events shown, when there is room
 DASHBOARD_MIN_WIDTH = 72  # a file's name gets 18 columns, the rest of its line 54
 FINISHED = ("completed", "error", "cancelled")
+
+
+class BatchEvent(NamedTuple):
+    at: float  # seconds from the batch's start
+    text: str  # `finished a.csv (600 valid, 8 rejected)`, `error b.csv: ...`, `retry c.csv ...`
+
+
+def describe_result(result: FileResult) -> str:
+    """Return the event a file's result makes: `finished a.csv (600 valid, 8 rejected)` or
+    `error b.csv: No such file or directory`."""
+    if result["status"] != "completed":
+        return f"{result['status']} {result['filename']}: {result['error']}"
+    return (f"finished {result['filename']} ({result['total_transactions']:,} valid, "
+            f"{result['invalid_rows']:,} rejected)")
+
+
+class EventLog:
+    """The latest events of a batch, each at the time it came: what the hooks hear of, for the
+    dashboard. `echo`, if given, is handed each event's text too."""
+
+    def __init__(self, echo: Callable[[str], None] | None = None) -> None:
+        self.recent: deque[tuple[float, str]] = deque(maxlen=DASHBOARD_EVENTS)
+        self.echo = echo
+
+    def add(self, text: str) -> None:
+        self.recent.append((time.perf_counter(), text))
+        if self.echo is not None:
+            self.echo(text)
+
+    def add_result(self, result: FileResult) -> None:
+        """process_batch's on_result."""
+        self.add(describe_result(result))
+
+    def add_retry(self, filename: str, wait: float, error: str) -> None:
+        """process_batch's on_retry."""
+        self.add(f"retry {filename} in {wait:.1f} s: {error}")
 
 
 class FileView(NamedTuple):
@@ -1397,30 +1467,28 @@ class DashboardState(NamedTuple):
     events: list[BatchEvent]  # the most recent, oldest first
 
 
-def view_file(name: str, size: int, run: BatchRun, progress: FileProgress | None,
-              now: float) -> FileView:
+def view_file(name: str, size: int, batch: Batch, now: float) -> FileView:
     """Return what the dashboard shows of one file at this moment."""
-    result = run.results.get(name)
+    result = batch.results.get(name)
     if result is not None:
         done = size if result["status"] == "completed" else 0
         return FileView(name, result["status"], done, size, result["total_transactions"],
                         result["invalid_rows"], result["processing_time"])
-    if name not in run.slots:
-        return FileView(name, "retry wait" if name in run.waiting else "waiting", 0, size, 0, 0,
-                        None)
-    if progress is None:  # a stand-in process_file, in a test
-        return FileView(name, "running", 0, size, 0, 0, None)
+    if name not in batch.slots:
+        return FileView(name, "retry wait" if name in batch.retrying else "waiting", 0, size, 0,
+                        0, None)
+    progress = batch.progress[name]  # made as the file took its slot
     return FileView(name, "running", progress.bytes_read, size, progress.tally.count,
                     progress.tally.invalid_rows, now - progress.started)
 
 
-def take_snapshot(sizes: dict[str, int], run: BatchRun) -> DashboardState:
+def take_snapshot(sizes: dict[str, int], batch: Batch, events: EventLog) -> DashboardState:
     """Return the batch's state now; sizes holds every file, in the order they start."""
     now = time.perf_counter()
-    board = progress_board.get({})
-    files = [view_file(name, size, run, board.get(name), now) for name, size in sizes.items()]
-    return DashboardState(now - run.started, files, list(run.slots),
-                          run.events[-DASHBOARD_EVENTS:])
+    return DashboardState(now - batch.started,
+                          [view_file(name, size, batch, now) for name, size in sizes.items()],
+                          list(batch.slots),
+                          [BatchEvent(at - batch.started, text) for at, text in events.recent])
 
 
 def cut(text: str, width: int) -> str:
@@ -1447,7 +1515,7 @@ def format_dashboard_header(state: DashboardState, width: int) -> list[str]:
     bytes_done = sum(file.size if file.status in FINISHED else file.bytes_done
                      for file in state.files)
     fraction = bytes_done / sizes if sizes else len(done) / max(len(state.files), 1)
-    percent = 100 if len(done) == len(state.files) else min(99, round(100 * fraction))
+    percent = percent_done(fraction, len(done) == len(state.files))
     rows = sum(file.valid_rows + file.rejected_rows for file in state.files)
     rate = rows / state.elapsed if state.elapsed > 0 else 0.0
     time_left = ("done" if len(done) == len(state.files) else
@@ -1555,13 +1623,14 @@ async def draw_dashboard(screen: "curses.window", lines: Callable[[int, int], li
         await asyncio.sleep(DASHBOARD_INTERVAL_S)
 
 
-async def show_dashboard(screen: "curses.window", names: list[str], run: BatchRun) -> None:
+async def show_dashboard(screen: "curses.window", events: EventLog, batch: Batch) -> None:
     """Draw the batch on screen about ten times a second, and return after the frame in which
     every file has a result. Pressing q stops the batch as Ctrl-C does."""
-    sizes = {name: file_size(name) for name in largest_first(names)}
+    sizes = {name: file_size(name) for name in largest_first(batch.filenames)}
     await draw_dashboard(
-        screen, lambda width, height: dashboard_lines(take_snapshot(sizes, run), width, height),
-        finished=lambda: all(name in run.results for name in sizes))
+        screen,
+        lambda width, height: dashboard_lines(take_snapshot(sizes, batch, events), width, height),
+        finished=lambda: all(name in batch.results for name in sizes))
 
 
 # --- The timeline ---
@@ -1710,7 +1779,8 @@ def timeline_width() -> int:
 # DIR/results.jsonl, forced to the disk, before its file leaves processing/; so whatever stops
 # the program, no file has left processing/ without its result, and the next start puts back in
 # incoming/ what is still there. A stop between the two steps has a file processed twice, but
-# never loses a result.
+# never loses a result. Each file goes through the coordinator's own process_with_retries, in a
+# Batch whose hooks and view are the watcher's.
 
 WATCH_LOCK_NAME = ".processor.lock"
 WATCH_RESULTS_NAME = "results.jsonl"
@@ -1944,17 +2014,18 @@ def append_durably(path: str, line: str) -> None:
 
 
 def record_result(path: str, result: FileResult, sha256: str | None,
-                  folders: WatchFolders) -> None:
-    """Append the result to results.jsonl, then move the file to done/ or failed/ and name
-    the result after where it went; raise WatchFailed if either step fails."""
+                  folders: WatchFolders) -> FileResult:
+    """Append the result, named after where its file goes, to results.jsonl, then move the file
+    to done/ or failed/; return that result. Raise WatchFailed if either step fails."""
     folder = folders.done if result["status"] == "completed" else folders.failed
-    result["filename"] = free_path(folder, os.path.basename(path))
+    result = result | {"filename": free_path(folder, os.path.basename(path))}
     try:
         append_durably(folders.results, results_line(result, sha256, utc_now()))
         os.rename(path, result["filename"])
     except OSError as error:
         raise WatchFailed(f"cannot record the result of {path}: "
                           f"{error.strerror or error}") from None
+    return result
 
 
 def put_back(path: str, session: WatchSession) -> None:
@@ -1967,49 +2038,51 @@ def put_back(path: str, session: WatchSession) -> None:
                           f"({error.strerror or error}); the next start will")
 
 
-def keep_recent(run: BatchRun, result: FileResult) -> None:
-    """Add the result and its event to the run, and keep only the latest few of each: a session
-    may run for months."""
-    run.results[result["filename"]] = result
-    run.note(describe_result(result))
-    for name in list(run.results)[:-WATCH_RECENT_RESULTS]:
-        del run.results[name]
-    del run.events[:-DASHBOARD_EVENTS]
+def keep_recent(batch: Batch, result: FileResult) -> None:
+    """Add the result to the batch, and keep only the latest few: a session may run for months."""
+    batch.results[result["filename"]] = result
+    for name in list(batch.results)[:-WATCH_RECENT_RESULTS]:
+        del batch.results[name]
 
 
-async def process_and_record(path: str, run: BatchRun, session: WatchSession) -> None:
+async def process_and_record(path: str, batch: Batch, session: WatchSession) -> None:
     """Process a claimed file, record its result, and move it to done/ or failed/."""
-    result = await process_with_retries(path, run)
+    result = await process_with_retries(path, batch)
     sha256 = await asyncio.to_thread(file_sha256, path)  # a whole read: off the loop
     # No await from here on, so nothing else runs until the file has moved: no other file can
     # take the name chosen for it in done/ or failed/, and Ctrl-C cannot stop it half-way.
-    record_result(path, result, sha256, session.folders)
+    result = record_result(path, result, sha256, session.folders)
     session.processing.discard(path)
     if result["status"] == "completed":
         session.done += 1
     else:
         session.failed += 1
-    if run.db is not None:
-        run.db.save(result)
-    keep_recent(run, result)
+    batch.on_result(result)
+    keep_recent(batch, result)
 
 
-async def process_claimed(path: str, run: BatchRun, session: WatchSession,
-                          file_left: asyncio.Event) -> None:
+async def process_claimed(path: str, batch: Batch, session: WatchSession,
+                          room: asyncio.Event) -> None:
     """Process a claimed file to its end, then tell the watcher there is room for another."""
     try:
-        await process_and_record(path, run, session)
+        await process_and_record(path, batch, session)
     finally:
-        progress_board.get({}).pop(path, None)  # the board too keeps only the files running
-        file_left.set()
+        batch.progress.pop(path, None)  # it too keeps only the files in progress
+        room.set()
 
 
-async def claim_arrivals(session: WatchSession, run: BatchRun, files: asyncio.TaskGroup,
-                         poll: float) -> None:
+def at_work(session: WatchSession, batch: Batch) -> int:
+    """Return how many claimed files are being processed or waiting for a slot."""
+    # A file waiting to retry stays in processing/, but as in a batch it holds no slot, so it
+    # must not keep another file from starting either.
+    return len(session.processing - batch.retrying)
+
+
+async def claim_arrivals(session: WatchSession, batch: Batch, files: asyncio.TaskGroup,
+                         poll: float, room: asyncio.Event) -> None:
     """Look in incoming/ every `poll` seconds, forever, and start each file found complete as
-    soon as processing/ has room for it."""
+    soon as there is room for it: fewer files at work than max_concurrent."""
     loop = asyncio.get_running_loop()
-    file_left = asyncio.Event()
     seen: dict[str, Signature] = {}
     ready: list[str] = []
     next_look = loop.time()
@@ -2019,20 +2092,20 @@ async def claim_arrivals(session: WatchSession, run: BatchRun, files: asyncio.Ta
             ready = stable_names(seen, now)
             seen = now
             next_look = loop.time() + poll
-        file_left.clear()
-        while ready and len(session.processing) < len(run.slots):
+        room.clear()
+        while ready and at_work(session, batch) < batch.settings.max_concurrent:
             name = ready.pop(0)
             path = claim(name, session.folders)
             if path is not None:
                 del seen[name]  # a new file of this name must look the same twice, too
                 session.processing.add(path)
-                files.create_task(process_claimed(path, run, session, file_left))
+                files.create_task(process_claimed(path, batch, session, room))
         session.waiting = len(seen)
-        # Wait for the next look, or for a file to leave processing/: a file found complete
-        # then need not wait up to a whole --poll for room.
+        # Wait for the next look, or for room (a file left, or waits to retry): a file found
+        # complete then need not wait up to a whole --poll for it.
         with suppress(TimeoutError):
             async with asyncio.timeout_at(next_look):
-                await file_left.wait()
+                await room.wait()
 
 
 def format_watch_status(session: WatchSession) -> str:
@@ -2061,47 +2134,49 @@ def format_watch_header(session: WatchSession, elapsed: float, width: int) -> li
     ]
 
 
-def watched_files(session: WatchSession, run: BatchRun) -> dict[str, int]:
+def watched_files(session: WatchSession, batch: Batch) -> dict[str, int]:
     """Return the files the watch's dashboard lists, with their sizes: those in processing/,
     then the latest to finish, the newest first."""
-    names = [*sorted(session.processing), *reversed(run.results)]
+    names = [*sorted(session.processing), *reversed(batch.results)]
     return {name: file_size(name) for name in names}
 
 
-async def show_watch_dashboard(screen: "curses.window", session: WatchSession,
-                               run: BatchRun) -> None:
+async def show_watch_dashboard(screen: "curses.window", session: WatchSession, events: EventLog,
+                               batch: Batch) -> None:
     """Draw the watch on screen about ten times a second until cancelled."""
     def lines(width: int, height: int) -> list[str]:
-        state = take_snapshot(watched_files(session, run), run)
+        state = take_snapshot(watched_files(session, batch), batch, events)
         return lay_out_dashboard(format_watch_header(session, state.elapsed, width), state,
                                  width, height)
 
     await draw_dashboard(screen, lines, finished=lambda: False)
 
 
-async def watch_folder(session: WatchSession, *, max_concurrent: int = 3, delay: float = 0.1,
-                       poll: float = 1.0, retries: int = 0, retry_delay: float = 0.5,
-                       db: DatabaseWriter | None = None,
-                       dashboard: "curses.window | None" = None) -> None:
+async def watch_folder(session: WatchSession, settings: Settings, *, poll: float = WATCH_POLL_S,
+                       on_result: Callable[[FileResult], None] = ignore,
+                       on_retry: Callable[[str, float, str], None] = ignore,
+                       view: View | None = None) -> None:
     """Process each complete file that arrives in the session's incoming/, until cancelled.
 
-    At most max_concurrent files are in processing/ at any moment. Cancelled (Ctrl-C), it
-    moves the files it was processing back to incoming/. Raises WatchFailed, having done the
-    same, if a result cannot be recorded or a file cannot be moved. Pass `dashboard`, a curses
-    window, to have the dashboard drawn on it instead of the status line.
+    At most max_concurrent files are processed at any moment. Cancelled (Ctrl-C), it moves the
+    files it was processing back to incoming/. Raises WatchFailed, having done the same, if a
+    result cannot be recorded or a file cannot be moved. The hooks and the view plug in as in
+    process_batch; without a view, the status line is shown.
     """
-    check_batch_settings(max_concurrent, retries, retry_delay)
-    # Without the dashboard, its events (a file finished, failed, waits to retry) go to stderr.
-    run = BatchRun(asyncio.Semaphore(max_concurrent), [None] * max_concurrent, delay, retries,
-                   retry_delay, {}, db, print_events=dashboard is None)
-    board_token = progress_board.set({})
-    status = asyncio.create_task(show_watch_status(session) if dashboard is None
-                                 else show_watch_dashboard(dashboard, session, run))
+    room = asyncio.Event()  # set when a file leaves processing/ or starts waiting to retry
+
+    def retrying(filename: str, wait: float, error: str) -> None:
+        on_retry(filename, wait, error)
+        room.set()
+
+    batch = Batch(filenames=[], settings=settings, slots=[None] * settings.max_concurrent,
+                  on_result=on_result, on_retry=retrying)
+    status = asyncio.create_task(show_watch_status(session) if view is None else view(batch))
     try:
         # A TaskGroup here, not gather as in a batch: a result that cannot be recorded stops
         # the session, and the group then cancels every other file, which goes back to incoming/.
         async with asyncio.TaskGroup() as files:
-            await claim_arrivals(session, run, files, poll)
+            await claim_arrivals(session, batch, files, poll, room)
     except* WatchFailed as failures:
         raise failures.exceptions[0] from None
     finally:
@@ -2113,10 +2188,6 @@ async def watch_folder(session: WatchSession, *, max_concurrent: int = 3, delay:
             put_back(path, session)
         status.cancel()
         await asyncio.gather(status, return_exceptions=True)
-        progress_board.reset(board_token)
-        if db is not None:
-            await db.close(BatchEnd("interrupted" if session.put_back else "completed",
-                                    session.done + session.failed))
 
 
 def format_watch_summary(session: WatchSession, elapsed: float) -> str:
@@ -2178,67 +2249,13 @@ def file_path(text: str) -> str:
     return text
 
 
-EPILOG = f"""\
+EPILOG = """\
 A valid row has every required column (transaction_id, customer_id, amount, date,
 category: any order, any case, extra columns ignored), as many fields as the header,
 non-empty ids and category, an amount in plain decimal notation (12, -3.00, .5; no $,
 thousands separators or exponents) and a real YYYY-MM-DD date. Other rows are rejected,
 listed with their line number and reason, and left out of every figure. Amounts are
-summed exactly.
-
-Files start largest first (by size in bytes), so that a big file never runs on alone at
-the end with the other slots idle; the report keeps the order of the command line.
-
-Progress (spinner, a line every 2 s) goes to stderr; the report or JSON to stdout.
-
-With --retries N, a file that failed for a reason that may pass (missing, unreadable,
-changed while being read: a client still uploading it) is tried again, up to N times.
-The first wait is --retry-delay seconds, each next one twice as long, give or take
-{RETRY_JITTER:.0%}, {RETRY_WAIT_CAP_S:g} s at most; a waiting file holds none of the
---max-concurrent slots, and the progress line names it. A directory, an empty file or a
-header that lacks columns is not retried. A file that changed while it was read is an
-error even without --retries: its figures would be wrong.
-
-With --db, each run adds a row to the table batches (times, options, state: running,
-completed or interrupted), each file's result goes to file_results as soon as the file
-finishes (total_amount as exact decimal text), and its listed rejected rows to
-rejected_rows. The database can be queried while a batch runs. After Ctrl-C the files
-that finished are saved, the others saved as cancelled, and the batch reads interrupted.
-
-With --rejects DIR, each file with rejected rows gets DIR/NAME.rejects.csv, NAME being its
-name without the extension (files with the same name get NAME-2, NAME-3... in the order
-given). Its header is line,reason and the file's own columns; then comes every rejected
-row, in file order, with its fields as read: bytes that are not UTF-8 written as \\xNN, a
-record that cannot be read as CSV given empty fields. A field a spreadsheet would run as a
-formula (starting with =, @, +, -, a tab or a carriage return, unless it is a number such
-as -3.00) is written with a ' before it. A rejects file gets its name once its input has
-been read to its end; until then it is a hidden .tmp file in DIR, removed if the file
-fails or is stopped by Ctrl-C.
-
-With --dashboard, the batch is shown full screen in place of the spinner and progress
-lines: its progress, the file in each of the --max-concurrent slots, each file's status,
-bytes read, valid and rejected rows and time, and the latest events (finished, error,
-retry). q stops the batch as Ctrl-C does; the report prints once the screen is given
-back. It needs stdout and stderr on a terminal that curses knows (TERM); if they are not,
-a one-line notice says why and the progress lines are shown instead.
-
-With --timeline, the report is followed by a chart of the slots: a row per slot, time
-running left to right, each file drawn where it held its slot, dots where a slot sat
-idle, and a key to the files whose names did not fit. It cannot be combined with --json,
-where each result's slot, start_offset and end_offset (seconds from the batch's start)
-carry the same figures.
-
-With --watch DIR, the program runs as a service until Ctrl-C. Clients drop files into
-DIR/incoming; a *.csv file (not hidden, and not .part, .tmp or ~) is taken once two looks
---poll seconds apart find its size and time unchanged, moved to DIR/processing by one
-rename, and processed. Its result, with the time and the SHA-256 of the file, is appended
-to DIR/results.jsonl and forced to the disk, and only then is the file moved to DIR/done,
-or DIR/failed if it could not be processed (a name already there gets -2, -3...). At most
---max-concurrent files are in DIR/processing at once. A file that a killed run left in
-DIR/processing goes back to DIR/incoming at the next start, so a result may be written
-twice (with the same SHA-256), never lost. Ctrl-C puts the files in progress back in
-DIR/incoming. Only one watcher at a time per DIR. --retries, --db and --dashboard work
-here too; --json, --timeline and --rejects do not.
+summed exactly. Progress goes to stderr; the report or the JSON to stdout.
 
 exit status:
   0    every file completed (some rows may have been rejected)
@@ -2247,20 +2264,20 @@ exit status:
        saved to the --db database; with --watch, a result could not be recorded or a
        file moved, so the watcher stopped
   2    usage error: no files (or a directory with no *.csv files), a bad option value,
-       a --db path that cannot be used as a SQLite database, a --rejects folder that
-       cannot be created or written, a --watch folder that cannot be created or that
-       another watcher has
+       or a --db, --rejects or --watch path that cannot be used (another watcher may
+       have the folder)
   130  interrupted by Ctrl-C: the files that finished are reported, the rest named
        (with --watch: the session summed up, the files in progress put back)
 
-example:
+examples:
   python processor.py sample_data/*.csv
   python processor.py --json --delay 0 sample_data | jq .summary
-  python processor.py --db results.db sample_data
-  python processor.py --retries 3 incoming/*.csv
-  python processor.py --rejects rejects sample_data
-  python processor.py --dashboard --timeline sample_data
   python processor.py --watch inbox --db results.db
+
+README.md tells more of each option, with real output: how retries wait, the tables
+--db writes, what a rejects file holds, how to read the dashboard and the timeline,
+and how --watch moves a file from DIR/incoming through DIR/processing to DIR/done or
+DIR/failed, its result appended to DIR/results.jsonl first.
 """
 
 
@@ -2364,24 +2381,24 @@ def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list
     return args, filenames
 
 
-def start_database(args: argparse.Namespace, filenames: list[str]) -> DatabaseWriter | None:
+def start_database(path: str | None, settings: Settings,
+                   filenames: list[str]) -> DatabaseWriter | None:
     """Return the --db writer with its thread started, or None; exit 2 if the path is unusable."""
-    if args.db is None:
+    if path is None:
         return None
     try:
-        return DatabaseWriter(args.db, filenames, max_concurrent=args.max_concurrent,
-                              delay=args.delay)
+        return DatabaseWriter(path, settings, filenames)
     except DatabaseUnusable as error:
         print(f"processor.py: error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
 
 
-def check_rejects_folder(folder: str | None, filenames: list[str]) -> None:
-    """Exit 2 if --rejects names a folder that cannot be created or written."""
+def start_rejects(folder: str | None, filenames: list[str]) -> FileReader | None:
+    """Return the --rejects reader, or None; exit 2 if the folder cannot be created or written."""
     if folder is None:
-        return
+        return None
     try:
-        prepare_rejects(folder, filenames)
+        return keep_rejects(folder, filenames)
     except RejectsUnusable as error:
         print(f"processor.py: error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
@@ -2426,14 +2443,26 @@ def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None,
     return curses.wrapper(lambda screen: asyncio.run(work(screen)))
 
 
-def run_batch(args: argparse.Namespace, filenames: list[str], results: dict[str, FileResult],
-              db: DatabaseWriter | None, *, dashboard: bool) -> BatchResult:
-    """Run the batch to its end; with the dashboard, full screen."""
+def save_and_log(db: DatabaseWriter | None, events: EventLog) -> Callable[[FileResult], None]:
+    """Return the on_result hook: each result goes to the event log and, with --db, is saved."""
+    def on_result(result: FileResult) -> None:
+        events.add_result(result)
+        if db is not None:
+            db.save(result)
+    return on_result
+
+
+def run_batch(filenames: list[str], settings: Settings, results: dict[str, FileResult], *,
+              db: DatabaseWriter | None, read_file: FileReader | None,
+              dashboard: bool) -> BatchResult:
+    """Run the batch to its end with the extras asked for plugged in; with the dashboard,
+    full screen."""
+    events = EventLog()
     return run_on_screen(
-        lambda screen: process_batch(filenames, max_concurrent=args.max_concurrent,
-                                     delay=args.delay, retries=args.retries,
-                                     retry_delay=args.retry_delay, results=results, db=db,
-                                     rejects=args.rejects, dashboard=screen),
+        lambda screen: process_batch(
+            filenames, **asdict(settings), results=results, read_file=read_file,
+            on_result=save_and_log(db, events), on_retry=events.add_retry,
+            view=None if screen is None else functools.partial(show_dashboard, screen, events)),
         dashboard=dashboard)
 
 
@@ -2460,33 +2489,40 @@ def recover_and_report(folders: WatchFolders) -> None:
               "file is one of those moved back)", file=sys.stderr)
 
 
-def run_watch(args: argparse.Namespace, folders: WatchFolders) -> int:
+def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolders) -> int:
     """Watch the folder until Ctrl-C; return 130, or 1 if the watcher could not go on."""
     session = WatchSession(folders)
     dashboard = check_dashboard(args.dashboard)
+    # Without the dashboard, its events (a file finished, failed, waits to retry) go to stderr.
+    events = EventLog(echo=None if dashboard else status_line.print)
     db: DatabaseWriter | None = None
     code = EXIT_INTERRUPTED
     try:
         recover_and_report(folders)
-        db = start_database(args, [])
-        print(f"Watching {folders.incoming} for *.csv files, up to {args.max_concurrent} at a "
-              "time (Ctrl-C to stop)", file=sys.stderr)
+        db = start_database(args.db, settings, [])
+        print(f"Watching {folders.incoming} for *.csv files, up to {settings.max_concurrent} "
+              "at a time (Ctrl-C to stop)", file=sys.stderr)
         run_on_screen(lambda screen: watch_folder(
-            session, max_concurrent=args.max_concurrent, delay=args.delay,
-            poll=args.poll or WATCH_POLL_S, retries=args.retries, retry_delay=args.retry_delay,
-            db=db, dashboard=screen), dashboard=dashboard)
+            session, settings, poll=args.poll or WATCH_POLL_S, on_result=save_and_log(db, events),
+            on_retry=events.add_retry,
+            view=None if screen is None else functools.partial(show_watch_dashboard, screen,
+                                                               session, events)),
+            dashboard=dashboard)
     except KeyboardInterrupt:
         pass
     except WatchFailed as error:
         print(f"processor.py: error: {error}", file=sys.stderr)
         code = EXIT_FILE_ERROR
+    finally:
+        if db is not None:
+            db.finish(interrupted=bool(session.put_back))
     print(format_watch_summary(session, time.perf_counter() - session.started))
     if db is not None:
         print(db.outcome(), file=sys.stderr)
     return code
 
 
-def watch_command(args: argparse.Namespace) -> int:
+def watch_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run --watch and return its exit status; exit 2 if the folder cannot be watched."""
     try:
         folders, lock = open_watch_folder(args.watch)
@@ -2494,7 +2530,7 @@ def watch_command(args: argparse.Namespace) -> int:
         print(f"processor.py: error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     try:
-        return run_watch(args, folders)
+        return run_watch(args, settings, folders)
     finally:
         os.close(lock)
 
@@ -2502,9 +2538,11 @@ def watch_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
     args, filenames = parse_command_line(argv)
+    settings = Settings(max_concurrent=args.max_concurrent, delay=args.delay,
+                        retries=args.retries, retry_delay=args.retry_delay)
     if args.watch is not None:
-        return watch_command(args)
-    check_rejects_folder(args.rejects, filenames)
+        return watch_command(args, settings)
+    read_file = start_rejects(args.rejects, filenames)
     dashboard = check_dashboard(args.dashboard)
     format_output = format_json if args.json else format_report
     results: dict[str, FileResult] = {}
@@ -2512,16 +2550,21 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     db: DatabaseWriter | None = None
     try:
-        db = start_database(args, filenames)  # a locked database can keep it waiting for Ctrl-C
+        db = start_database(args.db, settings, filenames)  # a locked database can keep it waiting for Ctrl-C
         print(f"Processing {plural(len(filenames), 'file')}, up to "
-              f"{args.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
-        batch = run_batch(args, filenames, results, db, dashboard=dashboard)
+              f"{settings.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
+        batch = run_batch(filenames, settings, results, db=db, read_file=read_file,
+                          dashboard=dashboard)
     except KeyboardInterrupt:
         interrupted = True
         batch = summarize_batch(filenames, results, time.perf_counter() - started)
+    finally:
+        # After Ctrl-C too: what finished is saved, the rest saved as cancelled.
+        if db is not None:
+            db.finish()
     print(format_output(batch))
     if args.timeline:
-        print("\n" + format_batch_timeline(batch, args.max_concurrent, timeline_width()))
+        print("\n" + format_batch_timeline(batch, settings.max_concurrent, timeline_width()))
     if interrupted:
         print(format_interruption(batch), file=sys.stderr)
     if db is not None:

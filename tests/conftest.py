@@ -53,17 +53,17 @@ def fake_terminal(monkeypatch) -> Callable[[], FakeTerminal]:
 @pytest.fixture
 def change_mid_read(monkeypatch) -> Callable[[Callable[[], None]], None]:
     """Return a function that makes process_file's next read call change(), as a client still
-    writing the file would, right after the read's first batch of rows."""
+    writing the file would, right after the read's first chunk of rows."""
     def arrange(change: Callable[[], None]) -> None:
-        real_fold_batch = processor.BatchReader.fold_batch
-        batches = []
+        real_fold_chunk = processor.ChunkReader.fold_chunk
+        chunks = []
 
         def folding_then_changing(reader, tally):
-            count = real_fold_batch(reader, tally)
-            batches.append(count)
-            if len(batches) == 1:
+            count = real_fold_chunk(reader, tally)
+            chunks.append(count)
+            if len(chunks) == 1:
                 change()
             return count
 
-        monkeypatch.setattr(processor.BatchReader, "fold_batch", folding_then_changing)
+        monkeypatch.setattr(processor.ChunkReader, "fold_chunk", folding_then_changing)
     return arrange

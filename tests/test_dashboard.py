@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import processor
-from processor import BatchEvent, BatchRun, DashboardState, FileProgress, FileTally, FileView
+from processor import Batch, BatchEvent, DashboardState, FileProgress, FileTally, FileView, Settings
 from processor import dashboard_lines, first_file_shown, view_file
 
 PROCESSOR = str(Path(__file__).resolve().parent.parent / "processor.py")
@@ -154,16 +154,18 @@ def test_the_files_title_says_which_files_are_shown():
 # --- What the dashboard knows of each file ---
 
 def test_each_file_is_seen_as_done_running_waiting_to_retry_or_waiting():
-    done = processor.blank_result("done.csv", "completed") | {
+    done = processor.file_result("done.csv", "completed") | {
         "total_transactions": 7, "invalid_rows": 1, "processing_time": 0.5}
-    run = BatchRun(asyncio.Semaphore(2), ["now.csv", None], 0.0, 1, 0.0,
-                   {"done.csv": done}, None, started=100.0, waiting={"again.csv"})
     progress = FileProgress(started=110.0, bytes_read=50, tally=FileTally(count=3, invalid_rows=2))
+    batch = Batch(filenames=["done.csv", "now.csv", "again.csv", "later.csv"],
+                  settings=Settings(max_concurrent=2), slots=["now.csv", None],
+                  results={"done.csv": done}, progress={"now.csv": progress}, started=100.0,
+                  retrying={"again.csv"})
 
-    assert [view_file("done.csv", 90, run, None, 112.5),
-            view_file("now.csv", 200, run, progress, 112.5),
-            view_file("again.csv", 300, run, None, 112.5),
-            view_file("later.csv", 400, run, None, 112.5)] == [
+    assert [view_file("done.csv", 90, batch, 112.5),
+            view_file("now.csv", 200, batch, 112.5),
+            view_file("again.csv", 300, batch, 112.5),
+            view_file("later.csv", 400, batch, 112.5)] == [
         FileView("done.csv", "completed", 90, 90, 7, 1, 0.5),
         FileView("now.csv", "running", 50, 200, 3, 2, 2.5),  # 112.5 - 110.0
         FileView("again.csv", "retry wait", 0, 300, 0, 0, None),
@@ -172,47 +174,55 @@ def test_each_file_is_seen_as_done_running_waiting_to_retry_or_waiting():
 
 
 def test_a_file_that_failed_shows_nothing_read():
-    failed = processor.blank_result("gone.csv", "error", error="No such file or directory",
+    failed = processor.file_result("gone.csv", "error", error="No such file or directory",
                                     seconds=0.01)
-    run = BatchRun(asyncio.Semaphore(1), [None], 0.0, 0, 0.0, {"gone.csv": failed}, None)
+    batch = Batch(filenames=["gone.csv"], settings=Settings(max_concurrent=1), slots=[None],
+                  results={"gone.csv": failed})
 
-    assert view_file("gone.csv", 0, run, None, 0.0) == FileView("gone.csv", "error", 0, 0, 0, 0,
-                                                               0.01)
+    assert view_file("gone.csv", 0, batch, 0.0) == FileView("gone.csv", "error", 0, 0, 0, 0, 0.01)
 
 
 def test_a_result_becomes_an_event_that_says_how_it_ended():
-    finished = processor.blank_result("a.csv", "completed") | {
+    finished = processor.file_result("a.csv", "completed") | {
         "total_transactions": 1200, "invalid_rows": 3}
-    failed = processor.blank_result("b.csv", "error", error="Empty file: no header row")
+    failed = processor.file_result("b.csv", "error", error="Empty file: no header row")
 
     assert processor.describe_result(finished) == "finished a.csv (1,200 valid, 3 rejected)"
     assert processor.describe_result(failed) == "error b.csv: Empty file: no header row"
 
 
 @pytest.mark.asyncio
-async def test_with_a_dashboard_the_batch_draws_it_in_place_of_the_spinner_and_monitor(
-        write_csv, tmp_path, monkeypatch):
+async def test_a_view_is_shown_in_place_of_the_spinner_and_monitor(write_csv, monkeypatch):
     good = write_csv("good.csv", HEADER + rows_of(2))
-    missing = str(tmp_path / "missing.csv")
     started: list[str] = []
-    runs: list[BatchRun] = []
+    shown: list[Batch] = []
 
     async def never(*args, **options):
         started.append("spinner or monitor")
 
-    async def fake_dashboard(screen, names, run):
-        runs.append(run)
-        while len(run.results) < len(names):
+    async def view(batch):
+        shown.append(batch)
+        while len(batch.results) < len(batch.filenames):
             await asyncio.sleep(0)
 
     monkeypatch.setattr(processor, "show_spinner", never)
     monkeypatch.setattr(processor, "monitor_progress", never)
-    monkeypatch.setattr(processor, "show_dashboard", fake_dashboard)
-    await processor.process_batch([good, missing], delay=0, retries=1, retry_delay=0,
-                                  dashboard="a screen")
+    await processor.process_batch([good], delay=0, view=view)
 
     assert started == []
-    texts = [event.text for event in runs[0].events]
+    assert [batch.filenames for batch in shown] == [[good]]
+
+
+@pytest.mark.asyncio
+async def test_the_event_log_hears_each_result_and_each_retry_in_order(write_csv, tmp_path):
+    good = write_csv("good.csv", HEADER + rows_of(2))
+    missing = str(tmp_path / "missing.csv")
+    events = processor.EventLog()
+
+    await processor.process_batch([good, missing], delay=0, retries=1, retry_delay=0,
+                                  on_result=events.add_result, on_retry=events.add_retry)
+
+    texts = [text for at, text in events.recent]
     assert sorted(texts) == [
         f"error {missing}: No such file or directory",
         f"finished {good} (2 valid, 0 rejected)",

@@ -36,7 +36,15 @@ def query(path: str, sql: str) -> list[tuple]:
 
 
 def start_writer(path: str, filenames: list[str]) -> DatabaseWriter:
-    return DatabaseWriter(path, filenames, max_concurrent=3, delay=0)
+    return DatabaseWriter(path, processor.Settings(delay=0), filenames)
+
+
+async def run_saving(filenames: list[str], writer: DatabaseWriter) -> dict:
+    """Run a batch that hands each result to the writer, then finish the writer, as main does."""
+    try:
+        return await process_batch(filenames, delay=0, on_result=writer.save)
+    finally:
+        writer.finish()
 
 
 @pytest.mark.asyncio
@@ -45,7 +53,7 @@ async def test_the_database_holds_each_result_exactly_and_its_rejected_rows(writ
     missing = str(tmp_path / "missing.csv")
     path = str(tmp_path / "results.db")
 
-    await process_batch([exact, missing], delay=0, db=start_writer(path, [exact, missing]))
+    await run_saving([exact, missing], start_writer(path, [exact, missing]))
 
     assert query(path, f"SELECT {FILE_COLUMNS} FROM file_results ORDER BY filename") == [
         # 12345678901234567.89 + 0.01 + 0.01; the average is that over 3, rounded to a float
@@ -63,7 +71,7 @@ async def test_the_batch_row_has_its_options_utc_times_and_final_state(write_csv
     path = str(tmp_path / "results.db")
     before = datetime.now(timezone.utc)
 
-    await process_batch([first], delay=0, db=start_writer(path, [first]))
+    await run_saving([first], start_writer(path, [first]))
 
     [(batch_id, started, finished, state, max_concurrent, delay, file_count)] = query(
         path, "SELECT * FROM batches")
@@ -75,27 +83,22 @@ async def test_the_batch_row_has_its_options_utc_times_and_final_state(write_csv
 
 
 @pytest.mark.asyncio
-async def test_process_batch_given_a_path_saves_the_batch_and_leaves_no_thread_behind(
+async def test_a_finished_writer_has_saved_the_batch_and_leaves_no_thread_behind(
         write_csv, tmp_path):
     data = write_csv("data.csv", ONE_ROW)
 
-    await process_batch([data], delay=0, db=tmp_path / "results.db")
+    await run_saving([data], start_writer(str(tmp_path / "results.db"), [data]))
 
     saved = query(str(tmp_path / "results.db"), "SELECT filename, status, total_amount FROM file_results")
     assert saved == [(data, "completed", "2.50")]
     assert [thread for thread in threading.enumerate() if thread.name == "database writer"] == []
 
 
-@pytest.mark.asyncio
-async def test_process_batch_given_an_unusable_path_raises_before_any_file_is_read(
-        write_csv, tmp_path):
+def test_an_unusable_path_raises_as_the_writer_starts(write_csv, tmp_path):
     data = write_csv("data.csv", ONE_ROW)
-    results: dict = {}
 
     with pytest.raises(processor.DatabaseUnusable, match="it is a directory"):
-        await process_batch([data], delay=0, results=results, db=tmp_path)
-
-    assert results == {}
+        start_writer(str(tmp_path), [data])
 
 
 @pytest.mark.asyncio
@@ -125,7 +128,7 @@ async def test_every_sqlite_call_runs_off_the_event_loop_and_the_writer_ends_wit
     names = [write_csv(f"{n}.csv", EXACT_FILE) for n in range(3)]
     writer = start_writer(str(tmp_path / "results.db"), names)
 
-    await process_batch(names, delay=0, db=writer)
+    await run_saving(names, writer)
 
     assert threads_calling  # the instrument saw the calls
     assert set(threads_calling) == {writer.thread.ident}
@@ -148,7 +151,7 @@ async def test_a_file_is_saved_as_it_finishes_and_a_cancelled_batch_is_interrupt
 
     monkeypatch.setattr(processor, "process_file", never_ending)
     writer = start_writer(path, [quick, stuck])
-    batch = asyncio.create_task(process_batch([quick, stuck], delay=0, db=writer))
+    batch = asyncio.create_task(run_saving([quick, stuck], writer))
     deadline = time.monotonic() + 10
     while not query(path, "SELECT * FROM file_results") and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
@@ -283,7 +286,7 @@ async def test_a_database_locked_beyond_the_timeout_fails_the_writes_not_the_bat
     other_program = sqlite3.connect(path, isolation_level=None)
     other_program.execute("BEGIN IMMEDIATE")  # holds the write lock until it rolls back
     try:
-        batch = await process_batch([data], delay=0, db=writer)
+        batch = await run_saving([data], writer)
     finally:
         other_program.execute("ROLLBACK")
         other_program.close()
@@ -300,7 +303,7 @@ async def test_a_file_name_that_is_not_utf8_is_saved_with_its_bytes_escaped(writ
     Path(name).write_text(ONE_ROW)
     path = str(tmp_path / "results.db")
 
-    await process_batch([name], delay=0, db=start_writer(path, [name]))
+    await run_saving([name], start_writer(path, [name]))
 
     assert query(path, "SELECT filename, status FROM file_results") == [
         (f"{tmp_path}/caf\\xe9.csv", "completed")]

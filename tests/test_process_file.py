@@ -193,15 +193,15 @@ async def test_read_failing_mid_file_is_an_error_without_partial_figures(write_c
     path = write_csv("flaky.csv", HEADER + rows_of(300))
 
     calls = []
-    real_fold_batch = processor.BatchReader.fold_batch
+    real_fold_chunk = processor.ChunkReader.fold_chunk
 
-    def failing_fold_batch(reader, tally):
+    def failing_fold_chunk(reader, tally):
         calls.append(len(calls) + 1)
         if len(calls) == 2:  # the first 100 rows are already in the tally
             raise OSError(5, "Input/output error")
-        return real_fold_batch(reader, tally)
+        return real_fold_chunk(reader, tally)
 
-    monkeypatch.setattr(processor.BatchReader, "fold_batch", failing_fold_batch)
+    monkeypatch.setattr(processor.ChunkReader, "fold_chunk", failing_fold_chunk)
 
     assert_error_result(await process_file(path, delay=0), path, "Input/output error",
                         retryable=True)
@@ -419,10 +419,10 @@ def test_remembered_dates_stop_at_a_bound_and_the_date_range_stays_right(monkeyp
     monkeypatch.setattr(processor, "MAX_SEEN_DATES", 150)
     days = [date(2024, 1, 1) + timedelta(days=n) for n in range(400)]
     rows = "".join(good(n, day=day.isoformat()) for n, day in enumerate(reversed(days)))
-    reader = processor.BatchReader(io.StringIO(HEADER + rows))
+    reader = processor.ChunkReader(io.StringIO(HEADER + rows))
     tally = processor.FileTally()
 
-    while reader.fold_batch(tally) == processor.ROWS_PER_YIELD:
+    while reader.fold_chunk(tally) == processor.ROWS_PER_CHUNK:
         pass
 
     assert len(reader.seen_dates) == 200  # 100 after the first batch, 200 after the second

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import processor
-from processor import (RejectsUnusable, main, process_batch, process_file, rejects_names,
-                       rejects_paths, spreadsheet_safe)
+from processor import (RejectsFile, RejectsUnusable, keep_rejects, main, process_batch,
+                       process_file, rejects_names, spreadsheet_safe)
 
 HEADER = "transaction_id,customer_id,amount,date,category\n"
 REJECTS_HEADER = ["line", "reason", "transaction_id", "customer_id", "amount", "date", "category"]
@@ -24,6 +24,13 @@ def read_rows(path) -> list[list[str]]:
 
 def bad_dates(count: int) -> str:
     return "".join(f"T{n},C{n},1.00,2024-02-30,fuel\n" for n in range(count))
+
+
+async def batch_keeping_rejects(filenames: list[str], folder, *, delay: float = 0,
+                                **options) -> dict:
+    """Run a batch that keeps every rejected row in folder, as --rejects does."""
+    return await process_batch(filenames, delay=delay, **options,
+                               read_file=keep_rejects(folder, filenames))
 
 
 # --- Naming the rejects files ---
@@ -77,7 +84,7 @@ async def test_every_kind_of_rejected_row_is_kept_with_its_line_reason_and_field
     folder = tmp_path / "rejects"
     limit = csv.field_size_limit(100)
     try:
-        batch = await process_batch([path], delay=0, rejects=folder)
+        batch = await batch_keeping_rejects([path], folder)
     finally:
         csv.field_size_limit(limit)
 
@@ -107,7 +114,7 @@ async def test_every_kind_of_rejected_row_is_kept_with_its_line_reason_and_field
 async def test_all_rejected_rows_are_kept_not_only_the_hundred_listed(write_csv, tmp_path):
     path = write_csv("many.csv", HEADER + bad_dates(150))
 
-    batch = await process_batch([path], delay=0, rejects=tmp_path / "rejects")
+    batch = await batch_keeping_rejects([path], tmp_path / "rejects")
 
     rows = read_rows(tmp_path / "rejects" / "many.rejects.csv")
     assert len(batch["results"][path]["row_errors"]) == 100
@@ -123,7 +130,7 @@ async def test_formula_fields_are_neutralised_and_numbers_are_not(write_csv, tmp
                      "transaction_id,customer_id,amount,date,category,=note\n"
                      "=1+1,@SUM(A1),-3.00,2024-02-30,+cmd,-x\n")
 
-    await process_batch([path], delay=0, rejects=tmp_path / "rejects")
+    await batch_keeping_rejects([path], tmp_path / "rejects")
 
     assert read_rows(tmp_path / "rejects" / "formulas.rejects.csv") == [
         [*REJECTS_HEADER, "'=note"],
@@ -137,7 +144,7 @@ async def test_a_file_with_no_rejected_rows_gets_no_rejects_file(write_csv, tmp_
     path = write_csv("clean.csv", HEADER + "T1,C1,1.00,2024-01-01,fuel\n")
     failed = write_csv("empty.csv", "")
 
-    batch = await process_batch([path, failed], delay=0, rejects=tmp_path / "rejects")
+    batch = await batch_keeping_rejects([path, failed], tmp_path / "rejects")
 
     assert batch["results"][path]["rejects_file"] is None
     assert batch["results"][failed]["rejects_file"] is None
@@ -154,7 +161,7 @@ async def test_two_inputs_with_the_same_name_get_two_rejects_files(tmp_path):
     april.write_text(HEADER + "A1,C1,1.00,2024-04-31,fuel\n")
     folder = tmp_path / "rejects"
 
-    batch = await process_batch([str(march), str(april)], delay=0, rejects=folder)
+    batch = await batch_keeping_rejects([str(march), str(april)], folder)
 
     assert batch["results"][str(march)]["rejects_file"] == str(folder / "client.rejects.csv")
     assert batch["results"][str(april)]["rejects_file"] == str(folder / "client-2.rejects.csv")
@@ -170,7 +177,7 @@ async def test_a_batch_cancelled_mid_file_leaves_no_rejects_file_for_that_file(w
     # then; the long pause keeps the file unfinished until the test cancels the batch.
     path = write_csv("long.csv", HEADER + bad_dates(1000))
     folder = tmp_path / "rejects"
-    batch = asyncio.create_task(process_batch([path], delay=60, rejects=folder))
+    batch = asyncio.create_task(batch_keeping_rejects([path], folder, delay=60))
     for _ in range(100):
         await asyncio.sleep(0)
         if folder.exists() and os.listdir(folder):
@@ -195,8 +202,7 @@ async def test_a_retried_file_keeps_only_the_rows_of_its_last_attempt(
 
     change_mid_read(append)
 
-    batch = await process_batch([path], delay=0, retries=1, retry_delay=0,
-                                rejects=tmp_path / "rejects")
+    batch = await batch_keeping_rejects([path], tmp_path / "rejects", retries=1, retry_delay=0)
 
     result = batch["results"][path]
     rows = read_rows(tmp_path / "rejects" / "growing.rejects.csv")
@@ -211,11 +217,7 @@ async def test_rejected_rows_that_cannot_be_written_fail_their_file_with_the_rea
         write_csv, tmp_path):
     path = write_csv("bad.csv", HEADER + bad_dates(1))
     gone = str(tmp_path / "gone" / "bad.rejects.csv")  # its folder was never made
-    token = rejects_paths.set({path: gone})
-    try:
-        result = await process_file(path, delay=0)
-    finally:
-        rejects_paths.reset(token)
+    result = await process_file(path, delay=0, on_rejected=RejectsFile(gone).write)
 
     assert result["status"] == "error"
     assert result["error"] == f"Cannot write its rejected rows to {gone}: No such file or directory"
@@ -232,12 +234,12 @@ async def test_a_folder_that_cannot_be_made_raises_before_any_file_is_read(
 
     async def reading(filename, **options):
         read.append(filename)
-        return processor.blank_result(filename, "completed")
+        return processor.file_result(filename, "completed")
 
     monkeypatch.setattr(processor, "process_file", reading)
 
     with pytest.raises(RejectsUnusable, match="cannot write rejected rows to .*: Not a directory"):
-        await process_batch([path], delay=0, rejects=os.path.join(path, "rejects"))
+        await batch_keeping_rejects([path], os.path.join(path, "rejects"))
 
     assert read == []
 

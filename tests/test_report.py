@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from processor import (blank_result, exit_code, format_amount, format_json, format_report,
+from processor import (file_result, exit_code, format_amount, format_json, format_report,
                        format_speedup, plural)
 
 
@@ -16,14 +16,14 @@ def test_amounts_get_thousands_separators_and_are_never_rounded(exact, shown):
 
 
 def a_batch() -> dict:
-    completed = blank_result("east.csv", "completed", seconds=1.5)
+    completed = file_result("east.csv", "completed", seconds=1.5)
     completed.update({
         "total_transactions": 1200, "total_amount": 1234567.5, "total_amount_exact": "1234567.50",
         "average_transaction": 1028.80625, "top_category": "travel",
         "date_range": {"earliest": "2024-01-02", "latest": "2024-12-30"}, "invalid_rows": 7,
         "row_errors": [{"line": n, "reason": "date is empty"} for n in range(10, 17)],
     })
-    failed = blank_result("west.csv", "error", error="No such file or directory", seconds=0.5)
+    failed = file_result("west.csv", "error", error="No such file or directory", seconds=0.5)
     return {
         "results": {"east.csv": completed, "west.csv": failed},
         "summary": {"total_files": 2, "completed_files": 1, "failed_files": 1, "cancelled_files": 0,
@@ -104,13 +104,13 @@ def test_json_carries_every_figure_unrounded():
     (["completed", "completed"], True, 130),
 ], ids=["all-completed", "one-error", "interrupted", "interrupted-after-the-last-file"])
 def test_exit_status(statuses, interrupted, code):
-    batch = {"results": {str(n): blank_result(str(n), status) for n, status in enumerate(statuses)}}
+    batch = {"results": {str(n): file_result(str(n), status) for n, status in enumerate(statuses)}}
 
     assert exit_code(batch, interrupted) == code
 
 
 def test_a_result_that_could_not_be_saved_makes_the_exit_status_1_unless_interrupted():
-    batch = {"results": {"a": blank_result("a", "completed")}}
+    batch = {"results": {"a": file_result("a", "completed")}}
 
     assert exit_code(batch, False, all_saved=False) == 1
     assert exit_code(batch, True, all_saved=False) == 130

@@ -172,7 +172,7 @@ async def test_while_a_file_waits_to_retry_the_other_files_take_every_slot(write
             in_flight_while_late_waits.append(len(in_flight))
         try:
             if filename == late and calls[late] == 1:  # a share that went away for a moment
-                return processor.blank_result(late, "error", error="Resource temporarily unavailable",
+                return processor.file_result(late, "error", error="Resource temporarily unavailable",
                                               retryable=True)
             await asyncio.sleep(0)  # stay in flight a moment, so that the files overlap
             return await real_process_file(filename, **options)

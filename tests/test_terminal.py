@@ -60,7 +60,7 @@ async def test_spinner_draws_nothing_when_stderr_is_not_a_terminal(capsys, monke
 
 @pytest.mark.asyncio
 async def test_monitor_prints_its_line_and_returns_when_every_file_has_a_result(capsys):
-    results = {name: processor.blank_result(name, "completed") for name in ["a.csv", "b.csv"]}
+    results = {name: processor.file_result(name, "completed") for name in ["a.csv", "b.csv"]}
 
     await asyncio.wait_for(monitor_progress(["a.csv", "b.csv"], results), timeout=5)
 
@@ -71,11 +71,11 @@ async def test_monitor_prints_its_line_and_returns_when_every_file_has_a_result(
 async def test_monitor_names_only_the_files_finished_since_its_last_line(capsys, monkeypatch):
     monkeypatch.setattr(processor, "MONITOR_INTERVAL_S", 0)
     monkeypatch.setattr(processor, "MONITOR_POLL_S", 0)
-    results = {"a.csv": processor.blank_result("a.csv", "completed")}
+    results = {"a.csv": processor.file_result("a.csv", "completed")}
     monitor = asyncio.create_task(monitor_progress(["a.csv", "b.csv"], results))
     await step(3)
 
-    results["b.csv"] = processor.blank_result("b.csv", "error", error="No such file or directory")
+    results["b.csv"] = processor.file_result("b.csv", "error", error="No such file or directory")
     await asyncio.wait_for(monitor, timeout=5)
 
     lines = capsys.readouterr().err.splitlines()
@@ -88,14 +88,14 @@ async def test_monitor_names_only_the_files_finished_since_its_last_line(capsys,
 async def test_monitor_names_the_files_waiting_to_retry_in_input_order(capsys, monkeypatch):
     monkeypatch.setattr(processor, "MONITOR_INTERVAL_S", 0)
     monkeypatch.setattr(processor, "MONITOR_POLL_S", 0)
-    results = {"a.csv": processor.blank_result("a.csv", "completed")}
-    waiting = {"d.csv", "b.csv"}
+    results = {"a.csv": processor.file_result("a.csv", "completed")}
+    retrying = {"d.csv", "b.csv"}
     monitor = asyncio.create_task(monitor_progress(["a.csv", "b.csv", "c.csv", "d.csv"], results,
-                                                   waiting=waiting))
+                                                   retrying=retrying))
     await step(3)
 
-    waiting.clear()
-    results.update({f"{name}.csv": processor.blank_result(f"{name}.csv", "completed")
+    retrying.clear()
+    results.update({f"{name}.csv": processor.file_result(f"{name}.csv", "completed")
                     for name in "bcd"})
     await asyncio.wait_for(monitor, timeout=5)
 
@@ -110,7 +110,7 @@ async def test_monitor_clears_the_spinner_line_before_writing(fake_terminal):
     terminal = fake_terminal()
     processor.status_line.draw("| Working")
 
-    await asyncio.wait_for(monitor_progress(["a.csv"], {"a.csv": processor.blank_result("a.csv", "completed")}), 5)
+    await asyncio.wait_for(monitor_progress(["a.csv"], {"a.csv": processor.file_result("a.csv", "completed")}), 5)
 
     assert terminal.getvalue() == ("\r| Working" + "\r" + " " * 9 + "\r"
                                    + "Processed 1 of 1 files (100%) | finished: a.csv\n")

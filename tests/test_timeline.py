@@ -135,7 +135,7 @@ async def test_a_file_takes_the_lowest_free_slot(monkeypatch):
     async def waiting_for_release(filename, **options):
         started.append(filename)
         await release[filename].wait()
-        return processor.blank_result(filename, "completed")
+        return processor.file_result(filename, "completed")
 
     monkeypatch.setattr(processor, "process_file", waiting_for_release)
     batch = asyncio.create_task(process_batch(["a", "b", "c", "d"], max_concurrent=3, delay=0))

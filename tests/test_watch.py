@@ -161,12 +161,14 @@ def test_folders_on_two_file_systems_are_refused_and_the_lock_let_go(tmp_path, m
 # --- The watcher, in this process ---
 
 @asynccontextmanager
-async def watching(root: Path, **options):
+async def watching(root: Path, *, max_concurrent: int = 3, delay: float = 0, retries: int = 0,
+                   retry_delay: float = 0.5, **options):
     """Run the watcher on root with quick looks and no pause; yield its session and task."""
     folders, lock = processor.open_watch_folder(str(root))
     session = WatchSession(folders)
-    options = {"poll": 0.01, "delay": 0, **options}
-    task = asyncio.create_task(processor.watch_folder(session, **options))
+    settings = processor.Settings(max_concurrent=max_concurrent, delay=delay, retries=retries,
+                                  retry_delay=retry_delay)
+    task = asyncio.create_task(processor.watch_folder(session, settings, poll=0.01, **options))
     try:
         yield session, task
     finally:
@@ -293,9 +295,9 @@ async def test_a_claimed_file_no_longer_counts_as_waiting(tmp_path, monkeypatch)
     waiting_at_start = []
     real_process_file = processor.process_file
 
-    async def noting_waiting(filename, *, delay):
+    async def noting_waiting(filename, **options):
         waiting_at_start.append(session.waiting)
-        return await real_process_file(filename, delay=delay)
+        return await real_process_file(filename, **options)
 
     monkeypatch.setattr(processor, "process_file", noting_waiting)
     async with watching(root) as (session, task):
@@ -342,10 +344,10 @@ async def test_no_more_than_max_concurrent_files_are_in_processing_at_once(tmp_p
     in_processing = []
     real_process_file = processor.process_file
 
-    async def counting(filename, *, delay):
+    async def counting(filename, **options):
         in_processing.append(len(os.listdir(root / "processing")))
         await asyncio.sleep(0.02)  # long enough for the watcher to look again meanwhile
-        return await real_process_file(filename, delay=delay)
+        return await real_process_file(filename, **options)
 
     monkeypatch.setattr(processor, "process_file", counting)
     for number in range(6):
@@ -396,24 +398,44 @@ async def test_a_result_that_cannot_be_recorded_stops_the_watcher_and_puts_the_o
 
 
 @pytest.mark.asyncio
-async def test_the_end_of_each_file_is_printed_on_stderr_as_it_happens(tmp_path, capsys):
+async def test_a_file_waiting_to_retry_does_not_keep_another_from_starting(tmp_path, monkeypatch):
     root = tmp_path / "inbox"
-    async with watching(root) as (session, task):
-        drop(root / "incoming", "client.csv", GOOD)
+    calls: list[str] = []
+    retries: list[str] = []
+    real_process_file = processor.process_file
+
+    async def failing_first(filename, **options):
+        calls.append(os.path.basename(filename))
+        if calls == ["flaky.csv"]:  # as a client's file still being uploaded would
+            return processor.file_result(filename, "error", error="Permission denied",
+                                         retryable=True)
+        return await real_process_file(filename, **options)
+
+    monkeypatch.setattr(processor, "process_file", failing_first)
+    # One slot, and a retry an hour away: only if the waiting file holds no place can the
+    # second file be processed while the test waits.
+    async with watching(root, max_concurrent=1, retries=1, retry_delay=3600,
+                        on_retry=lambda filename, wait, error: retries.append(filename)) as (
+            session, task):
+        drop(root / "incoming", "flaky.csv", GOOD)
+        await wait_until(lambda: retries)
+        drop(root / "incoming", "second.csv", GOOD)
         await wait_until(lambda: session.done == 1)
 
-    assert f"finished {root / 'done' / 'client.csv'} (3 valid, 1 rejected)\n" in \
-        capsys.readouterr().err
+        assert calls == ["flaky.csv", "second.csv"]
+        assert names_in(root / "processing") == ["flaky.csv"]
+        assert names_in(root / "done") == ["second.csv"]
 
 
 @pytest.mark.asyncio
 async def test_with_db_each_result_is_saved_and_the_session_is_one_batch(tmp_path):
     root = tmp_path / "inbox"
-    db = processor.DatabaseWriter(str(tmp_path / "results.db"), [], max_concurrent=3, delay=0)
-    async with watching(root, db=db) as (session, task):
+    db = processor.DatabaseWriter(str(tmp_path / "results.db"), processor.Settings(delay=0), [])
+    async with watching(root, on_result=db.save) as (session, task):
         drop(root / "incoming", "client.csv", GOOD)
         drop(root / "incoming", "no_amount.csv", NO_AMOUNT)
         await wait_until(lambda: session.done + session.failed == 2)
+    db.finish(interrupted=bool(session.put_back))
 
     with sqlite3.connect(tmp_path / "results.db") as connection:
         batches = connection.execute("SELECT state, file_count FROM batches").fetchall()
@@ -511,6 +533,18 @@ def test_a_second_watcher_on_the_same_folder_exits_2_at_once(tmp_path):
     assert second.stdout == ""
 
 
+def test_the_end_of_each_file_is_printed_on_stderr_as_it_happens(tmp_path):
+    root = tmp_path / "inbox"
+    watcher = start_watcher(root, "--delay", "0")
+    wait_for(lambda: (root / "incoming").is_dir())
+    drop(root / "incoming", "client.csv", GOOD)
+    wait_for(lambda: (root / "done" / "client.csv").exists())
+
+    stdout, stderr = stop(watcher)
+
+    assert f"finished {root / 'done' / 'client.csv'} (3 valid, 1 rejected)\n" in stderr
+
+
 def test_a_file_left_in_processing_is_recovered_at_start(tmp_path):
     root = tmp_path / "inbox"
     (root / "processing").mkdir(parents=True)
@@ -588,12 +622,12 @@ def test_the_dashboard_header_of_a_watch_says_what_it_watches_and_its_counts():
 def test_the_dashboard_of_a_watch_lists_the_files_in_processing_then_the_newest_done(tmp_path):
     session = WatchSession(watch_folders(str(tmp_path)),
                            processing={str(tmp_path / "b.csv"), str(tmp_path / "a.csv")})
-    run = processor.BatchRun(asyncio.Semaphore(3), [None] * 3, 0, 0, 0, {}, None)
+    batch = processor.Batch(filenames=[], settings=processor.Settings(), slots=[None] * 3)
     (tmp_path / "a.csv").write_text("12345")
     for name in ("old.csv", "new.csv"):
-        run.results[name] = processor.blank_result(name, "completed")
+        batch.results[name] = processor.file_result(name, "completed")
 
-    assert processor.watched_files(session, run) == {
+    assert processor.watched_files(session, batch) == {
         str(tmp_path / "a.csv"): 5, str(tmp_path / "b.csv"): 0, "new.csv": 0, "old.csv": 0}
 
 
