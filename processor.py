@@ -15,9 +15,8 @@ keep the user company on stderr, and the report goes to stdout:
     ...
     Batch: 6 files (6 completed, 0 failed) | 12,600 transactions | total 2,839,991.82 | 8 rows rejected
 
-Sections, in reading order (each starts with a `# --- Name ---` comment). The core, from the
-data model through the report, is the whole lesson and names nothing defined after it; each
-later section is an extra that plugs into the core through a parameter the core offers.
+Sections, in reading order, each under a `# --- Name ---` comment. The core, through the report,
+is the whole lesson; each extra after it plugs in through a parameter the core offers.
     The data model     what one file's result holds, and the small values behind it
     Checking rows      pure functions: is the header usable, is a row valid, and why not
     Tallying a file    folding valid rows into exact totals; the one function that builds a result
@@ -27,7 +26,6 @@ later section is an extra that plugs into the core through a parameter the core 
     The coordinator    process_batch: the settings, a slot under the semaphore, retries that
                        hold no slot, gather, and the spinner and monitor cancelled in finally
     The report         the human report, the JSON, and the exit status
-  Extras:
     Reading faster     a chunk of simple lines split and checked at once: four times faster
     Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
     Keeping rejects    --rejects: a reader around process_file that keeps every rejected row
@@ -66,7 +64,7 @@ from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import (TYPE_CHECKING, Awaitable, Callable, Collection, Coroutine, Iterator, Literal,
-                    NamedTuple, Protocol, TextIO, TypedDict, TypeVar)
+                    NamedTuple, TextIO, TypedDict, TypeVar)
 
 if TYPE_CHECKING:
     import curses  # imported where --dashboard uses it, as sqlite3 for --db
@@ -366,12 +364,8 @@ class FileProgress:
     tally: FileTally = field(default_factory=FileTally)  # the rows so far
 
 
-# What process_file hands over after each chunk: the header's names and the chunk's rejected rows.
-RejectedRowsHook = Callable[[tuple[str, ...], list[RejectedRow]], None]
-
-
-def forget_rejected(header: tuple[str, ...], rows: list[RejectedRow]) -> None:
-    """process_file's default for on_rejected: rejected rows are counted and listed, not kept."""
+def ignore(*details: object) -> None:
+    """The default of every hook an extra may plug in: hear of something, and do nothing."""
 
 
 def check_regular_file(filename: str) -> None:
@@ -418,9 +412,8 @@ class ChunkReader:
     def fold_chunk(self, tally: FileTally) -> int:
         """Fold the next ROWS_PER_CHUNK records into tally; return how many there were."""
         chunk = list(itertools.islice(self.lines, ROWS_PER_CHUNK))
-        # An optimisation, which the lesson can skip: most chunks are simple lines that
-        # fold_simple_chunk ("Reading faster", after the report) folds at once, four times
-        # faster and to the same figures. It leaves any other chunk to the csv module below.
+        # An optimisation the lesson can skip: "Reading faster", after the report, folds a chunk
+        # of simple lines at once, to the same figures, and leaves any other to the csv module.
         if fold_simple_chunk(chunk, self.columns, tally, self.seen_dates):
             self.lines_read += len(chunk)
             return len(chunk)
@@ -450,16 +443,17 @@ class ChunkReader:
         return records
 
 
-async def process_file(filename: str, *, delay: float = 0.1, progress: FileProgress | None = None,
-                       on_rejected: RejectedRowsHook = forget_rejected) -> FileResult:
+async def process_file(
+        filename: str, *, delay: float = 0.1, progress: FileProgress | None = None,
+        on_rejected: Callable[[tuple[str, ...], list[RejectedRow]], None] = ignore) -> FileResult:
     """Return one CSV file's statistics.
 
     Never raises for a file-level problem (missing, not a regular file, unreadable, empty,
     bad header, changed while being read): that gives status "error", a one-line reason, and
     `retryable` true when the problem may pass. Rejected rows are counted and listed with their
     line numbers; they never stop the file. Pass `progress` to follow the reading from another
-    task, and `on_rejected` to be handed the rejected rows after each chunk; a FileProblem it
-    raises makes the file an error.
+    task, and `on_rejected` to be handed the header's names and the rejected rows after each
+    chunk; a FileProblem it raises makes the file an error.
     """
     started = time.perf_counter()
     progress = FileProgress() if progress is None else progress
@@ -639,7 +633,7 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult],
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """How a batch is run; it checks itself once, when made (ValueError for a value out of range)."""
+    """How a batch is run. It checks itself once, when made: ValueError for a value out of range."""
     max_concurrent: int = 3  # files processed at once
     delay: float = 0.1  # the simulated I/O pause after every chunk of rows
     retries: int = 0  # more attempts for a file that failed for a reason that may pass
@@ -655,34 +649,28 @@ class Settings:
                              f"not {self.retry_delay}")
 
 
-class FileReader(Protocol):
-    """What reads one file for the coordinator: process_file, or an extra's function around it."""
-    def __call__(self, filename: str, *, delay: float,
-                 progress: FileProgress) -> Awaitable[FileResult]: ...
-
-
-def ignore(*details: object) -> None:
-    """The hooks' default: hear of something, and do nothing."""
+# The ways in for an extra; each default leaves the lesson as it is.
+FileReader = Callable[..., Awaitable[FileResult]]  # called as process_file is, in its place
+ResultHook = Callable[[FileResult], None]  # hears of each file's final result
+RetryHook = Callable[[str, float, str], None]  # hears of a retry: the file, the wait (s), the error
+# A view shows the batch in place of the spinner and the monitor, until its last result.
+View = Callable[["Batch"], Coroutine[None, None, None]]
 
 
 @dataclass(kw_only=True)
 class Batch:
-    """What the files' tasks in one batch share. Only the coordinator writes it; a view reads it,
-    and the hooks hear of each result and each retry (each an extra's way in)."""
+    """What the files' tasks in one batch share: the coordinator writes it, a view reads it."""
     filenames: list[str]  # distinct, in input order
     settings: Settings
+    semaphore: asyncio.Semaphore  # max_concurrent slots
     slots: list[str | None]  # the file holding each of the semaphore's slots, None when free
     results: dict[str, FileResult] = field(default_factory=dict)
     progress: dict[str, FileProgress] = field(default_factory=dict)  # of each file's last attempt
     retrying: set[str] = field(default_factory=set)  # the files waiting to be tried again
     started: float = field(default_factory=time.perf_counter)
     read_file: FileReader | None = None  # None: the module's process_file, looked up each time
-    on_result: Callable[[FileResult], None] = ignore
-    on_retry: Callable[[str, float, str], None] = ignore  # the file, the wait in seconds, the error
-    semaphore: asyncio.Semaphore = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.semaphore = asyncio.Semaphore(self.settings.max_concurrent)
+    on_result: ResultHook = ignore
+    on_retry: RetryHook = ignore
 
 
 def largest_first(filenames: list[str]) -> list[str]:
@@ -691,11 +679,10 @@ def largest_first(filenames: list[str]) -> list[str]:
 
 
 class Attempt(NamedTuple):
-    """One try at a file: its result, the slot it held, and from when to when (seconds from the
-    batch's start)."""
+    """One try at a file: its result, and the slot it held, from when to when."""
     result: FileResult
     slot: int
-    start_offset: float
+    start_offset: float  # seconds from the batch's start
     end_offset: float
 
 
@@ -704,15 +691,15 @@ async def process_in_slot(filename: str, batch: Batch) -> Attempt:
     # Every file's task starts at once, but only max_concurrent of them get past this line at a
     # time; the rest wait here, holding nothing, until a file finishes and frees its slot.
     async with batch.semaphore:
-        # The semaphore only counts free slots; this list says which file holds which, for the
-        # dashboard and the timeline. A file frees its slot before it releases the semaphore,
-        # so whoever gets in next always finds one free.
+        # The semaphore only counts free slots; this list says which file holds which, for a
+        # view to show, and each result says which slot it held, and when. A file frees its slot
+        # before it releases the semaphore, so whoever gets in next always finds one free.
         slot = batch.slots.index(None)
         batch.slots[slot] = filename
         progress = batch.progress[filename] = FileProgress()
         taken = time.perf_counter()
         try:
-            read_file = batch.read_file or process_file
+            read_file = batch.read_file or process_file  # looked up now: a test may wrap it
             result = await read_file(filename, delay=batch.settings.delay, progress=progress)
         except Exception as error:
             # process_file reports file problems itself, so this is a bug; one file's bug must
@@ -742,8 +729,8 @@ def retry_wait(retry: int, first_wait: float, jitter: float) -> float:
 
 
 async def process_with_retries(filename: str, batch: Batch) -> FileResult:
-    """Return the file's result after up to 1 + retries attempts; only a failure that may pass
-    (`retryable`) is tried again. The result tells of its attempts and of the last one's slot."""
+    """Return the file's result after up to 1 + retries attempts, trying again only a failure
+    that may pass (`retryable`); the result tells of its attempts and of the last one's slot."""
     earlier_errors: list[str] = []
     while True:
         attempt = await process_in_slot(filename, batch)
@@ -769,23 +756,17 @@ async def process_with_retries(filename: str, batch: Batch) -> FileResult:
 
 
 async def finish_file(filename: str, batch: Batch) -> None:
-    """Process one file, again if it failed for a passing reason and retries allow, and record
-    its result."""
+    """Process one file, with the retries it may need, and record its result."""
     result = await process_with_retries(filename, batch)
     batch.results[filename] = result
     batch.on_result(result)
 
 
-View = Callable[[Batch], Coroutine[None, None, None]]
-
-
 async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay: float = 0.1,
                         retries: int = 0, retry_delay: float = 0.5,
                         results: dict[str, FileResult] | None = None,
-                        read_file: FileReader | None = None,
-                        on_result: Callable[[FileResult], None] = ignore,
-                        on_retry: Callable[[str, float, str], None] = ignore,
-                        view: View | None = None) -> BatchResult:
+                        read_file: FileReader | None = None, on_result: ResultHook = ignore,
+                        on_retry: RetryHook = ignore, view: View | None = None) -> BatchResult:
     """Return each file's result, in input order, and a summary of the batch.
 
     A name listed twice is processed once. At most max_concurrent files are processed at any
@@ -793,13 +774,13 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
     the first after about `retry_delay` seconds. A setting out of range raises ValueError.
     `results`, if given, is filled as files finish, so that after a cancel it holds what did.
     Extras plug in here: `read_file` reads each file in place of process_file, `on_result`
-    and `on_retry` hear of each result and each retry, and `view` shows the batch in place of
-    the spinner and the monitor, returning once every file has a result.
+    and `on_retry` hear of each result and each retry, `view` shows the batch (see View).
     """
     names = list(dict.fromkeys(filenames))
     settings = Settings(max_concurrent=max_concurrent, delay=delay, retries=retries,
                         retry_delay=retry_delay)
-    batch = Batch(filenames=names, settings=settings, slots=[None] * min(max_concurrent, len(names)),
+    batch = Batch(filenames=names, settings=settings, semaphore=asyncio.Semaphore(max_concurrent),
+                  slots=[None] * min(max_concurrent, len(names)),
                   results={} if results is None else results, read_file=read_file,
                   on_result=on_result, on_retry=on_retry)
     # The loop keeps only weak references to tasks: this list keeps them alive.
@@ -967,12 +948,11 @@ def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) 
 
 # --- Reading faster ---
 
-# An optimisation: the lesson reads the same without it. Almost every line of a real file is
-# simple: one row, no quotes, valid UTF-8, so all the csv module would do is split it at commas.
-# A whole chunk of such lines can be split and checked by a few string and list operations, each
-# one C loop over the chunk, instead of a dozen Python steps per row: that makes reading about
-# four times faster (benchmarks/bench.py). It applies the same rules as check_row, and leaves a
-# chunk it is unsure of to the csv module and check_row, row by row.
+# An optimisation, which the lesson can do without. Almost every line of a real file is simple:
+# one row, no quotes, valid UTF-8, so all the csv module would do is split it at commas. A chunk
+# of such lines can be split and checked by a few string and list operations, each one C loop,
+# instead of a dozen Python steps per row: reading gets about four times faster (see
+# benchmarks/bench.py). The rules are check_row's; a chunk it is unsure of goes to check_row.
 
 MAX_SEEN_DATES = 10_000
 AMOUNT_CHARACTERS = re.compile(r"[0-9.+-]*")
@@ -986,18 +966,13 @@ class SimpleRows(NamedTuple):
     categories: list[str]
 
 
-def is_simple_text(text: str) -> bool:
-    """Whether text is whole lines that csv would split at every comma: no quotes, no bad bytes,
-    and too short to hold a field over the csv module's size limit."""
-    return (text.endswith("\n") and '"' not in text and "\r" not in text
-            and len(text) <= csv.field_size_limit() and not is_undecodable(text))
-
-
 def split_simple_lines(lines: list[str], width: int) -> list[str] | None:
     """Return the fields of a chunk of simple lines, each row followed by a "\n" field, or None
-    if a line is not simple or not `width` fields long."""
+    if a line is not simple or not `width` fields long. Simple lines are whole lines that csv
+    would split at every comma: no quotes, no bad bytes, no field over csv's size limit."""
     text = "".join(lines).replace("\r\n", "\n")
-    if not is_simple_text(text):
+    if not (text.endswith("\n") and '"' not in text and "\r" not in text
+            and len(text) <= csv.field_size_limit() and not is_undecodable(text)):
         return None
     fields = text.replace("\n", ",\n,").split(",")
     fields.pop()  # the empty field after the last newline
@@ -1040,8 +1015,7 @@ def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str])
 
 def fold_simple_chunk(lines: list[str], columns: Columns, tally: FileTally,
                       seen_dates: set[str]) -> bool:
-    """Fold a chunk of simple, valid lines into tally, as FileTally.add on each row would, and
-    return True; return False, having changed nothing, for any other chunk."""
+    """Fold a chunk of simple, valid lines into tally and return True; else return False."""
     rows = check_simple_lines(lines, columns, seen_dates)
     if rows is None:
         return False
@@ -1062,8 +1036,8 @@ def fold_simple_chunk(lines: list[str], columns: Columns, tally: FileTally,
 # Ctrl-C. So a writer thread owns the only connection, and the loop hands it each result through
 # a queue.Queue: put() on a queue with no size limit returns at once, and the queue does the
 # locking between the two threads. The thread writes results in the order they come, until the
-# sentinel that ends the batch. main opens the writer before the batch, hands its save to
-# process_batch as on_result, and finishes it once the event loop is done.
+# sentinel that ends the batch. main opens the writer, plugs in its save as on_result, and
+# finishes it once the event loop is done.
 
 DATABASE_TIMEOUT_S = 5.0  # how long a write waits for another program's lock before it fails
 
@@ -1107,13 +1081,6 @@ class DatabaseUnusable(Exception):
     """The --db path cannot be opened or written as a SQLite database."""
 
 
-class BatchOptions(NamedTuple):
-    """What the batches table records of how a batch was run."""
-    max_concurrent: int
-    delay: float
-    file_count: int
-
-
 class BatchEnd(NamedTuple):
     """The writer thread's sentinel: no more results, and the batch's final state."""
     state: str  # "completed" or "interrupted"
@@ -1130,7 +1097,8 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def open_database(path: str, options: BatchOptions) -> tuple["sqlite3.Connection", int]:
+def open_database(path: str, settings: Settings,
+                  file_count: int) -> tuple["sqlite3.Connection", int]:
     """Open the database, create its tables if missing and add a running batch; return its id.
 
     Adding the batch is the first write, so a database that cannot be written fails here.
@@ -1150,7 +1118,8 @@ def open_database(path: str, options: BatchOptions) -> tuple["sqlite3.Connection
         with connection:
             batch_id = connection.execute(
                 "INSERT INTO batches (started_at, state, max_concurrent, delay, file_count)"
-                " VALUES (?, 'running', ?, ?, ?)", (utc_now(), *options)).lastrowid
+                " VALUES (?, 'running', ?, ?, ?)",
+                (utc_now(), settings.max_concurrent, settings.delay, file_count)).lastrowid
     except BaseException:
         connection.close()
         raise
@@ -1195,9 +1164,8 @@ class DatabaseWriter:
         self.inbox: queue.Queue[FileResult | BatchEnd] = queue.Queue()
         self.failures: list[str] = []  # one line per write that failed
         opened: Future[int] = Future()
-        options = BatchOptions(settings.max_concurrent, settings.delay, len(filenames))
         # A daemon thread never keeps the program from exiting; finish() waits for this one.
-        self.thread = threading.Thread(target=self.write_batch, args=(opened, options),
+        self.thread = threading.Thread(target=self.write_batch, args=(opened, settings),
                                        name="database writer", daemon=True)
         self.thread.start()
         self.batch_id = opened.result()
@@ -1218,10 +1186,10 @@ class DatabaseWriter:
                                        len(self.saved)))
         self.thread.join()
 
-    def write_batch(self, opened: Future[int], options: BatchOptions) -> None:
+    def write_batch(self, opened: Future[int], settings: Settings) -> None:
         """The writer thread: open the database, then write what comes until the sentinel."""
         try:
-            connection, batch_id = open_database(self.path, options)
+            connection, batch_id = open_database(self.path, settings, len(self.filenames))
         except Exception as error:
             # Whatever stops the open, the caller waiting in __init__ must hear of it.
             opened.set_exception(
@@ -1255,10 +1223,9 @@ class DatabaseWriter:
 
 # The report lists a file's first rejected rows; --rejects DIR keeps every one of them, with its
 # line and reason, in DIR/<name>.rejects.csv, for an analyst to repair and send back. It plugs in
-# as process_batch's read_file: a function around process_file, which hands it each chunk's
-# rejected rows (on_rejected), so memory stays flat however many there are. They go to a
-# temporary file, renamed once its input has been read to its end: no final name ever holds
-# half a file.
+# as process_batch's read_file, around process_file, which hands it each chunk's rejected rows:
+# memory stays flat. They go to a temporary file, renamed once its input was read to its end:
+# no final name ever holds half a file.
 
 REJECTS_SUFFIX = ".rejects.csv"
 # A spreadsheet runs a cell that starts with one of these as a formula, so a field in a client's
@@ -1332,11 +1299,9 @@ class RejectsFile:
         # Hidden, and named after this process: two runs sharing a folder cannot collide.
         self.temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
         self.file: TextIO | None = None  # opened at the first rejected row: no rows, no file
-        self.kept = False
 
     def write(self, header: tuple[str, ...], rows: list[RejectedRow]) -> None:
-        """Add rejected rows, under a header the first time; raise FileProblem if they cannot
-        be written."""
+        """Add rejected rows (the first time, under a header); FileProblem if they cannot be."""
         if not rows:
             return
         try:
@@ -1350,8 +1315,7 @@ class RejectsFile:
             raise FileProblem(self.cannot_write(error)) from None
 
     def keep(self, result: FileResult) -> FileResult:
-        """Give the rows their final name if the input was read to its end, and return the
-        result naming them; if that fails, the input's result is an error that says why."""
+        """Name the rows for good if the input was read to its end (else an error says why)."""
         if self.file is None or result["status"] != "completed":
             return result
         try:
@@ -1360,12 +1324,12 @@ class RejectsFile:
         except OSError as error:
             return file_result(result["filename"], "error", error=self.cannot_write(error),
                                seconds=result["processing_time"])
-        self.kept = True
+        self.file = None  # no temporary file left to remove
         return result | {"rejects_file": self.path}
 
     def discard(self) -> None:
         """Remove the temporary file, unless keep() named it."""
-        if self.file is None or self.kept:
+        if self.file is None:
             return
         with suppress(OSError):
             self.file.close()
@@ -1377,8 +1341,8 @@ class RejectsFile:
 
 
 def keep_rejects(folder: str | os.PathLike[str], filenames: list[str]) -> FileReader:
-    """Return a reader for process_batch that keeps every rejected row of each file in the
-    folder; raise RejectsUnusable, before any file is read, if the folder cannot be written."""
+    """Return a reader for process_batch that keeps each file's rejected rows in folder;
+    raise RejectsUnusable, before any file is read, if the folder cannot be written."""
     paths = prepare_rejects(os.fspath(folder), filenames)
 
     async def read_keeping_rejects(filename: str, *, delay: float,
@@ -1398,13 +1362,12 @@ def keep_rejects(folder: str | os.PathLike[str], filenames: list[str]) -> FileRe
 # --- The dashboard ---
 
 # --dashboard shows the batch full screen with curses: show_dashboard is the view that
-# process_batch runs in place of the spinner and the monitor, and an EventLog, fed by the
-# on_result and on_retry hooks, tells it what happened. Knowing is kept apart from drawing:
-# take_snapshot copies what the batch knows into plain values, dashboard_lines turns those into
-# the lines to show (a pure function, tested without a terminal), and show_dashboard, a task
-# like the spinner, puts them on the screen about ten times a second. It never waits for a key
-# either: curses knows nothing of asyncio, so a getch() that blocked would freeze every file
-# along with the screen.
+# process_batch runs in place of the spinner and the monitor, and an EventLog, fed by the hooks,
+# tells it what happened. Knowing is kept apart from drawing: take_snapshot copies what the batch
+# knows into plain values, dashboard_lines turns those into lines (a pure function, tested
+# without a terminal), and show_dashboard, a task like the spinner, draws them ten times a
+# second. It never waits for a key: curses knows nothing of asyncio, so a getch() that blocked
+# would freeze every file along with the screen.
 
 DASHBOARD_INTERVAL_S = 0.1
 DASHBOARD_EVENTS = 5  # the most recent events shown, when there is room
@@ -1427,8 +1390,8 @@ def describe_result(result: FileResult) -> str:
 
 
 class EventLog:
-    """The latest events of a batch, each at the time it came: what the hooks hear of, for the
-    dashboard. `echo`, if given, is handed each event's text too."""
+    """The latest events of a batch (results and retries), for the dashboard; `echo`, if
+    given, is handed each one's text too."""
 
     def __init__(self, echo: Callable[[str], None] | None = None) -> None:
         self.recent: deque[tuple[float, str]] = deque(maxlen=DASHBOARD_EVENTS)
@@ -1439,12 +1402,10 @@ class EventLog:
         if self.echo is not None:
             self.echo(text)
 
-    def add_result(self, result: FileResult) -> None:
-        """process_batch's on_result."""
+    def add_result(self, result: FileResult) -> None:  # a ResultHook
         self.add(describe_result(result))
 
-    def add_retry(self, filename: str, wait: float, error: str) -> None:
-        """process_batch's on_retry."""
+    def add_retry(self, filename: str, wait: float, error: str) -> None:  # a RetryHook
         self.add(f"retry {filename} in {wait:.1f} s: {error}")
 
 
@@ -1978,8 +1939,7 @@ def cut_torn_line(path: str) -> bool:
 
 @dataclass
 class WatchSession:
-    """What one --watch session has done so far: for the status line, the dashboard and the
-    summary."""
+    """What one --watch session has done so far, for the status line, dashboard and summary."""
     folders: WatchFolders
     started: float = field(default_factory=time.perf_counter)
     done: int = 0
@@ -2071,13 +2031,6 @@ async def process_claimed(path: str, batch: Batch, session: WatchSession,
         room.set()
 
 
-def at_work(session: WatchSession, batch: Batch) -> int:
-    """Return how many claimed files are being processed or waiting for a slot."""
-    # A file waiting to retry stays in processing/, but as in a batch it holds no slot, so it
-    # must not keep another file from starting either.
-    return len(session.processing - batch.retrying)
-
-
 async def claim_arrivals(session: WatchSession, batch: Batch, files: asyncio.TaskGroup,
                          poll: float, room: asyncio.Event) -> None:
     """Look in incoming/ every `poll` seconds, forever, and start each file found complete as
@@ -2093,7 +2046,9 @@ async def claim_arrivals(session: WatchSession, batch: Batch, files: asyncio.Tas
             seen = now
             next_look = loop.time() + poll
         room.clear()
-        while ready and at_work(session, batch) < batch.settings.max_concurrent:
+        # A file waiting to retry stays in processing/, but as in a batch it holds no slot: it
+        # must not keep another file from starting.
+        while ready and len(session.processing - batch.retrying) < batch.settings.max_concurrent:
             name = ready.pop(0)
             path = claim(name, session.folders)
             if path is not None:
@@ -2153,8 +2108,7 @@ async def show_watch_dashboard(screen: "curses.window", session: WatchSession, e
 
 
 async def watch_folder(session: WatchSession, settings: Settings, *, poll: float = WATCH_POLL_S,
-                       on_result: Callable[[FileResult], None] = ignore,
-                       on_retry: Callable[[str, float, str], None] = ignore,
+                       on_result: ResultHook = ignore, on_retry: RetryHook = ignore,
                        view: View | None = None) -> None:
     """Process each complete file that arrives in the session's incoming/, until cancelled.
 
@@ -2169,8 +2123,9 @@ async def watch_folder(session: WatchSession, settings: Settings, *, poll: float
         on_retry(filename, wait, error)
         room.set()
 
-    batch = Batch(filenames=[], settings=settings, slots=[None] * settings.max_concurrent,
-                  on_result=on_result, on_retry=retrying)
+    batch = Batch(filenames=[], settings=settings,
+                  semaphore=asyncio.Semaphore(settings.max_concurrent),
+                  slots=[None] * settings.max_concurrent, on_result=on_result, on_retry=retrying)
     status = asyncio.create_task(show_watch_status(session) if view is None else view(batch))
     try:
         # A TaskGroup here, not gather as in a batch: a result that cannot be recorded stops
@@ -2259,25 +2214,21 @@ summed exactly. Progress goes to stderr; the report or the JSON to stdout.
 
 exit status:
   0    every file completed (some rows may have been rejected)
-  1    at least one file could not be processed (missing, unreadable, empty, bad header,
-       changed while being read; after its retries, if any), or a result could not be
-       saved to the --db database; with --watch, a result could not be recorded or a
-       file moved, so the watcher stopped
+  1    a file could not be processed (missing, unreadable, empty, bad header, changed
+       while being read; after its retries, if any), a result could not be saved to
+       --db, or --watch could not record a result or move a file and stopped
   2    usage error: no files (or a directory with no *.csv files), a bad option value,
-       or a --db, --rejects or --watch path that cannot be used (another watcher may
-       have the folder)
-  130  interrupted by Ctrl-C: the files that finished are reported, the rest named
-       (with --watch: the session summed up, the files in progress put back)
+       or a --db, --rejects or --watch path that cannot be used
+  130  interrupted by Ctrl-C: what finished is reported and the rest named; --watch
+       sums up its session and puts the files in progress back in DIR/incoming
 
 examples:
   python processor.py sample_data/*.csv
   python processor.py --json --delay 0 sample_data | jq .summary
   python processor.py --watch inbox --db results.db
 
-README.md tells more of each option, with real output: how retries wait, the tables
---db writes, what a rejects file holds, how to read the dashboard and the timeline,
-and how --watch moves a file from DIR/incoming through DIR/processing to DIR/done or
-DIR/failed, its result appended to DIR/results.jsonl first.
+README.md tells more of each option, with real output: how retries wait, the tables of
+--db, the rejects files, the dashboard, the timeline, and the folders of --watch.
 """
 
 
@@ -2322,7 +2273,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "same NAME get NAME-2, NAME-3... (default: not written)")
     parser.add_argument("--watch", type=file_path, metavar="DIR",
                         help="instead of FILE_OR_DIR, run until Ctrl-C processing each *.csv "
-                             "file that arrives in DIR/incoming; see below (default: off)")
+                             "file that arrives complete in DIR/incoming: its result goes to "
+                             "DIR/results.jsonl, then it moves to DIR/done or DIR/failed "
+                             "(default: off)")
     parser.add_argument("--poll", type=positive_seconds, metavar="SECONDS",
                         help="with --watch, look in DIR/incoming this often; a file is taken "
                              "once two looks in a row find it unchanged "
@@ -2443,7 +2396,7 @@ def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None,
     return curses.wrapper(lambda screen: asyncio.run(work(screen)))
 
 
-def save_and_log(db: DatabaseWriter | None, events: EventLog) -> Callable[[FileResult], None]:
+def save_and_log(db: DatabaseWriter | None, events: EventLog) -> ResultHook:
     """Return the on_result hook: each result goes to the event log and, with --db, is saved."""
     def on_result(result: FileResult) -> None:
         events.add_result(result)
@@ -2455,8 +2408,7 @@ def save_and_log(db: DatabaseWriter | None, events: EventLog) -> Callable[[FileR
 def run_batch(filenames: list[str], settings: Settings, results: dict[str, FileResult], *,
               db: DatabaseWriter | None, read_file: FileReader | None,
               dashboard: bool) -> BatchResult:
-    """Run the batch to its end with the extras asked for plugged in; with the dashboard,
-    full screen."""
+    """Run the batch to its end, with the extras asked for plugged in."""
     events = EventLog()
     return run_on_screen(
         lambda screen: process_batch(
@@ -2550,7 +2502,8 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     db: DatabaseWriter | None = None
     try:
-        db = start_database(args.db, settings, filenames)  # a locked database can keep it waiting for Ctrl-C
+        # A database locked by another program can keep this waiting, until Ctrl-C.
+        db = start_database(args.db, settings, filenames)
         print(f"Processing {plural(len(filenames), 'file')}, up to "
               f"{settings.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         batch = run_batch(filenames, settings, results, db=db, read_file=read_file,

@@ -158,7 +158,8 @@ def test_each_file_is_seen_as_done_running_waiting_to_retry_or_waiting():
         "total_transactions": 7, "invalid_rows": 1, "processing_time": 0.5}
     progress = FileProgress(started=110.0, bytes_read=50, tally=FileTally(count=3, invalid_rows=2))
     batch = Batch(filenames=["done.csv", "now.csv", "again.csv", "later.csv"],
-                  settings=Settings(max_concurrent=2), slots=["now.csv", None],
+                  settings=Settings(max_concurrent=2), semaphore=asyncio.Semaphore(2),
+                  slots=["now.csv", None],
                   results={"done.csv": done}, progress={"now.csv": progress}, started=100.0,
                   retrying={"again.csv"})
 
@@ -176,7 +177,8 @@ def test_each_file_is_seen_as_done_running_waiting_to_retry_or_waiting():
 def test_a_file_that_failed_shows_nothing_read():
     failed = processor.file_result("gone.csv", "error", error="No such file or directory",
                                     seconds=0.01)
-    batch = Batch(filenames=["gone.csv"], settings=Settings(max_concurrent=1), slots=[None],
+    batch = Batch(filenames=["gone.csv"], settings=Settings(max_concurrent=1),
+                  semaphore=asyncio.Semaphore(1), slots=[None],
                   results={"gone.csv": failed})
 
     assert view_file("gone.csv", 0, batch, 0.0) == FileView("gone.csv", "error", 0, 0, 0, 0, 0.01)

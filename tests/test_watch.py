@@ -622,7 +622,8 @@ def test_the_dashboard_header_of_a_watch_says_what_it_watches_and_its_counts():
 def test_the_dashboard_of_a_watch_lists_the_files_in_processing_then_the_newest_done(tmp_path):
     session = WatchSession(watch_folders(str(tmp_path)),
                            processing={str(tmp_path / "b.csv"), str(tmp_path / "a.csv")})
-    batch = processor.Batch(filenames=[], settings=processor.Settings(), slots=[None] * 3)
+    batch = processor.Batch(filenames=[], settings=processor.Settings(),
+                            semaphore=asyncio.Semaphore(3), slots=[None] * 3)
     (tmp_path / "a.csv").write_text("12345")
     for name in ("old.csv", "new.csv"):
         batch.results[name] = processor.file_result(name, "completed")
