@@ -67,11 +67,11 @@ from typing import (TYPE_CHECKING, Awaitable, Callable, Collection, Coroutine, I
                     NamedTuple, TextIO, TypedDict, TypeVar)
 
 if TYPE_CHECKING:
-    import curses  # imported where --dashboard uses it, as sqlite3 for --db
-    import sqlite3  # imported where --db uses it, so that a run without it does not pay for it
+    import curses  # for the type hints of later sections: each is imported where an option
+    import sqlite3  # uses it, so that a run without that option does not pay for it
 
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
-ROWS_PER_CHUNK = 100  # rows read between two yields to the event loop
+ROWS_PER_CHUNK = 100  # records (lines, in a simple file) read between two yields to the loop
 MAX_ROW_ERRORS = 100
 SPINNER_FRAMES = "\\|/-"
 SPINNER_INTERVAL_S = 0.1
@@ -289,6 +289,15 @@ class FileTally:
         self.categories[transaction.category] += 1
         self.widen_dates(transaction.date, transaction.date)
 
+    def add_many(self, count: int, total: Decimal, categories: list[str],
+                 dates: Collection[str]) -> None:
+        """Fold many valid rows at once: the same as add() on each of them."""
+        self.count += count
+        self.total = EXACT.add(self.total, total)
+        self.categories.update(categories)
+        if dates:
+            self.widen_dates(min(dates), max(dates))
+
     def widen_dates(self, earliest: str, latest: str) -> None:
         # ISO dates sort as text, so the range needs no date arithmetic.
         if self.earliest is None or earliest < self.earliest:
@@ -307,7 +316,7 @@ class FileTally:
         checked = check_row(fields, columns)
         if isinstance(checked, Transaction):
             self.add(checked)
-        elif not is_blank(fields):  # a valid row is never blank, so only rejects are asked
+        elif not is_blank(fields):  # a valid row is never blank: only a refused one is asked
             self.reject(line, checked, fields)
 
     def take_rejected(self) -> list[RejectedRow]:
@@ -339,16 +348,12 @@ def file_result(filename: str, status: Status, tally: FileTally | None = None, *
     average = to_float(Fraction(tally.total) / tally.count) if tally.count else 0.0
     return {
         "filename": filename, "status": status,
-        "total_transactions": tally.count,
-        "total_amount": float(tally.total),
-        "total_amount_exact": f"{tally.total:f}",
-        "average_transaction": average,
+        "total_transactions": tally.count, "total_amount": float(tally.total),
+        "total_amount_exact": f"{tally.total:f}", "average_transaction": average,
         "top_category": top_category(tally.categories),
         "date_range": {"earliest": tally.earliest, "latest": tally.latest},
-        "processing_time": seconds,
-        "invalid_rows": tally.invalid_rows,
-        "row_errors": tally.row_errors,
-        "error": error, "retryable": retryable,
+        "processing_time": seconds, "invalid_rows": tally.invalid_rows,
+        "row_errors": tally.row_errors, "error": error, "retryable": retryable,
         "attempts": 1, "earlier_errors": [], "rejects_file": None,
         "slot": None, "start_offset": None, "end_offset": None,
     }
@@ -451,9 +456,9 @@ async def process_file(
     Never raises for a file-level problem (missing, not a regular file, unreadable, empty,
     bad header, changed while being read): that gives status "error", a one-line reason, and
     `retryable` true when the problem may pass. Rejected rows are counted and listed with their
-    line numbers; they never stop the file. Pass `progress` to follow the reading from another
-    task, and `on_rejected` to be handed the header's names and the rejected rows after each
-    chunk; a FileProblem it raises makes the file an error.
+    line numbers; they never stop the file. Pass a new `progress` to follow the reading from
+    another task (its tally is the file's), and `on_rejected` to be handed the header's names
+    and the rejected rows after each chunk; a FileProblem it raises makes the file an error.
     """
     started = time.perf_counter()
     progress = FileProgress() if progress is None else progress
@@ -659,8 +664,8 @@ View = Callable[["Batch"], Coroutine[None, None, None]]
 
 @dataclass(kw_only=True)
 class Batch:
-    """What the files' tasks in one batch share: the coordinator writes it, a view reads it."""
-    filenames: list[str]  # distinct, in input order
+    """What the files' tasks in one batch share, and what a view shows of it."""
+    filenames: list[str]  # distinct, in input order; none when files arrive as it runs
     settings: Settings
     semaphore: asyncio.Semaphore  # max_concurrent slots
     slots: list[str | None]  # the file holding each of the semaphore's slots, None when free
@@ -734,17 +739,16 @@ async def process_with_retries(filename: str, batch: Batch) -> FileResult:
     earlier_errors: list[str] = []
     while True:
         attempt = await process_in_slot(filename, batch)
-        error = str(attempt.result["error"])
         if not attempt.result["retryable"] or len(earlier_errors) == batch.settings.retries:
             break
-        earlier_errors.append(error)
+        earlier_errors.append(str(attempt.result["error"]))
         wait = retry_wait(len(earlier_errors), batch.settings.retry_delay,
                           random.uniform(-RETRY_JITTER, RETRY_JITTER))
-        batch.on_retry(filename, wait, error)
         # The point of this pattern: the file sleeps outside process_in_slot, holding no slot,
         # so the other files keep every slot busy meanwhile. Were it to sleep in its slot, each
         # waiting file would idle a slot, and enough of them would stall the whole batch.
         batch.retrying.add(filename)
+        batch.on_retry(filename, wait, earlier_errors[-1])
         try:
             await asyncio.sleep(wait)  # Ctrl-C cancels the batch here too, without waiting
         finally:
@@ -1019,11 +1023,7 @@ def fold_simple_chunk(lines: list[str], columns: Columns, tally: FileTally,
     rows = check_simple_lines(lines, columns, seen_dates)
     if rows is None:
         return False
-    tally.count += rows.row_count
-    tally.total = EXACT.add(tally.total, rows.total)
-    tally.categories.update(rows.categories)
-    if rows.new_dates:
-        tally.widen_dates(min(rows.new_dates), max(rows.new_dates))
+    tally.add_many(rows.row_count, rows.total, rows.categories, rows.new_dates)
     if len(seen_dates) < MAX_SEEN_DATES:  # a year adds 366: a bound only odd files reach
         seen_dates |= rows.new_dates
     return True
@@ -1160,7 +1160,8 @@ class DatabaseWriter:
         """
         self.path = path
         self.filenames = filenames  # the batch's files; none for a --watch session
-        self.saved: list[str] = []  # the names handed to the thread so far
+        self.unsaved = set(filenames)
+        self.saved = 0
         self.inbox: queue.Queue[FileResult | BatchEnd] = queue.Queue()
         self.failures: list[str] = []  # one line per write that failed
         opened: Future[int] = Future()
@@ -1172,19 +1173,23 @@ class DatabaseWriter:
 
     def save(self, result: FileResult) -> None:
         """Hand a finished file's result to the writer thread; returns at once."""
-        self.saved.append(result["filename"])
+        self.unsaved.discard(result["filename"])
+        self.saved += 1
         self.inbox.put_nowait(result)
 
-    def finish(self, *, interrupted: bool = False) -> None:
-        """Save the batch's files with no result as cancelled, end the batch (interrupted if
-        there were any, or if told so), and wait until the thread has written it all."""
-        saved = set(self.saved)
-        unfinished = [name for name in self.filenames if name not in saved]
+    def finish(self, *, interrupted: bool = False) -> bool:
+        """Save the files with no result as cancelled, end the batch (interrupted if there were
+        any, or if told so), and wait for the thread to write it all; False if Ctrl-C stopped it."""
+        unfinished = [name for name in self.filenames if name in self.unsaved]
         for name in unfinished:
             self.save(file_result(name, "cancelled"))
         self.inbox.put_nowait(BatchEnd("interrupted" if unfinished or interrupted else "completed",
-                                       len(self.saved)))
-        self.thread.join()
+                                       self.saved))
+        try:
+            self.thread.join()
+        except KeyboardInterrupt:  # a second Ctrl-C: the report matters more than the last writes
+            return False
+        return True
 
     def write_batch(self, opened: Future[int], settings: Settings) -> None:
         """The writer thread: open the database, then write what comes until the sentinel."""
@@ -1315,7 +1320,8 @@ class RejectsFile:
             raise FileProblem(self.cannot_write(error)) from None
 
     def keep(self, result: FileResult) -> FileResult:
-        """Name the rows for good if the input was read to its end (else an error says why)."""
+        """Return the result naming the rejects file, if the input completed with rejected
+        rows; an error result if the file cannot be given its name."""
         if self.file is None or result["status"] != "completed":
             return result
         try:
@@ -1329,12 +1335,11 @@ class RejectsFile:
 
     def discard(self) -> None:
         """Remove the temporary file, unless keep() named it."""
-        if self.file is None:
-            return
-        with suppress(OSError):
-            self.file.close()
-        with suppress(OSError):
-            os.remove(self.temporary)
+        if self.file is not None:
+            with suppress(OSError):
+                self.file.close()
+            with suppress(OSError):
+                os.remove(self.temporary)
 
     def cannot_write(self, error: OSError) -> str:
         return f"Cannot write its rejected rows to {self.path}: {error.strerror or error}"
@@ -1381,8 +1386,7 @@ class BatchEvent(NamedTuple):
 
 
 def describe_result(result: FileResult) -> str:
-    """Return the event a file's result makes: `finished a.csv (600 valid, 8 rejected)` or
-    `error b.csv: No such file or directory`."""
+    """Return a result's event: `finished a.csv (600 valid, 8 rejected)`, `error b.csv: why`."""
     if result["status"] != "completed":
         return f"{result['status']} {result['filename']}: {result['error']}"
     return (f"finished {result['filename']} ({result['total_transactions']:,} valid, "
@@ -1390,8 +1394,7 @@ def describe_result(result: FileResult) -> str:
 
 
 class EventLog:
-    """The latest events of a batch (results and retries), for the dashboard; `echo`, if
-    given, is handed each one's text too."""
+    """The latest events (results, retries) for the dashboard; `echo`, if given, gets each too."""
 
     def __init__(self, echo: Callable[[str], None] | None = None) -> None:
         self.recent: deque[tuple[float, str]] = deque(maxlen=DASHBOARD_EVENTS)
@@ -1588,10 +1591,9 @@ async def show_dashboard(screen: "curses.window", events: EventLog, batch: Batch
     """Draw the batch on screen about ten times a second, and return after the frame in which
     every file has a result. Pressing q stops the batch as Ctrl-C does."""
     sizes = {name: file_size(name) for name in largest_first(batch.filenames)}
-    await draw_dashboard(
-        screen,
-        lambda width, height: dashboard_lines(take_snapshot(sizes, batch, events), width, height),
-        finished=lambda: all(name in batch.results for name in sizes))
+    snapshot = functools.partial(take_snapshot, sizes, batch, events)
+    await draw_dashboard(screen, lambda width, height: dashboard_lines(snapshot(), width, height),
+                         finished=lambda: all(name in batch.results for name in sizes))
 
 
 # --- The timeline ---
@@ -2513,8 +2515,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = summarize_batch(filenames, results, time.perf_counter() - started)
     finally:
         # After Ctrl-C too: what finished is saved, the rest saved as cancelled.
-        if db is not None:
-            db.finish()
+        if db is not None and not db.finish():
+            interrupted = True
     print(format_output(batch))
     if args.timeline:
         print("\n" + format_batch_timeline(batch, settings.max_concurrent, timeline_width()))

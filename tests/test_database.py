@@ -324,3 +324,31 @@ def test_ctrl_c_while_the_database_is_opening_exits_130_with_every_file_cancelle
     assert code == 130
     assert out.splitlines()[2].split()[:2] == [data, "cancelled"]
     assert f"Interrupted: not finished: {data}" in err
+
+
+def test_a_second_ctrl_c_while_the_writer_finishes_still_prints_the_report_and_exits_130(
+        write_csv, tmp_path, monkeypatch, capsys):
+    data = write_csv("data.csv", EXACT_FILE)
+    writers: list[DatabaseWriter] = []
+    real_finish = DatabaseWriter.finish
+
+    def interrupted_while_waiting(writer, **options):
+        def join_interrupted():
+            raise KeyboardInterrupt  # as a Ctrl-C does in the main thread while it waits
+
+        writers.append(writer)
+        monkeypatch.setattr(writer.thread, "join", join_interrupted)
+        return real_finish(writer, **options)
+
+    monkeypatch.setattr(DatabaseWriter, "finish", interrupted_while_waiting)
+
+    try:
+        code = main(["--delay", "0", "--db", str(tmp_path / "results.db"), data])
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C left main as a KeyboardInterrupt, a traceback for the user")
+
+    out, err = capsys.readouterr()
+    threading.Thread.join(writers[0].thread)  # the real wait, so that no thread outlives the test
+    assert code == 130
+    assert out.splitlines()[2].split()[:2] == [data, "completed"]
+    assert "Interrupted: every file had finished" in err
