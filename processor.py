@@ -1187,7 +1187,8 @@ class DatabaseWriter:
                                        self.saved))
         try:
             self.thread.join()
-        except KeyboardInterrupt:  # a second Ctrl-C: the report matters more than the last writes
+        except KeyboardInterrupt:  # the report matters more than the last writes: stop waiting
+            self.failures.append("the last results: Ctrl-C came before they were written")
             return False
         return True
 

@@ -326,7 +326,7 @@ def test_ctrl_c_while_the_database_is_opening_exits_130_with_every_file_cancelle
     assert f"Interrupted: not finished: {data}" in err
 
 
-def test_a_second_ctrl_c_while_the_writer_finishes_still_prints_the_report_and_exits_130(
+def test_ctrl_c_while_the_writer_finishes_keeps_the_report_and_says_what_may_be_unsaved(
         write_csv, tmp_path, monkeypatch, capsys):
     data = write_csv("data.csv", EXACT_FILE)
     writers: list[DatabaseWriter] = []
@@ -352,3 +352,6 @@ def test_a_second_ctrl_c_while_the_writer_finishes_still_prints_the_report_and_e
     assert code == 130
     assert out.splitlines()[2].split()[:2] == [data, "completed"]
     assert "Interrupted: every file had finished" in err
+    assert err.splitlines()[-1] == (
+        f"processor.py: could not save to {tmp_path / 'results.db'} (batch 1): 1 write failed, "
+        "the first: the last results: Ctrl-C came before they were written")
