@@ -2259,8 +2259,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="try again, up to N more times, a file that failed for a reason "
                              "that may pass: missing, unreadable, changed while being read "
                              "(default: %(default)s)")
-    parser.add_argument("--retry-delay", type=non_negative_seconds, default=0.5,
-                        metavar="SECONDS",
+    parser.add_argument("--retry-delay", type=non_negative_seconds, default=0.5, metavar="SECONDS",
                         help="wait before the first retry; each next wait doubles, up to "
                              f"{RETRY_WAIT_CAP_S:g} s (default: %(default)s)")
     parser.add_argument("--db", type=file_path, metavar="PATH",
