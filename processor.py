@@ -16,7 +16,8 @@ keep the user company on stderr, and the report goes to stdout:
     Batch: 6 files (6 completed, 0 failed) | 12,600 transactions | total 2,839,991.82 | 8 rows rejected
 
 Sections, in reading order, each under a `# --- Name ---` comment. The core, through the report,
-is the whole lesson; each extra after it plugs in through a parameter the core offers.
+is the whole lesson; the extras after it plug in through parameters the core offers (the one
+call the core makes forward is to the faster reader).
     The data model     what one file's result holds, and the small values behind it
     Checking rows      pure functions: is the header usable, is a row valid, and why not
     Tallying a file    folding valid rows into exact totals; the one function that builds a result
@@ -650,16 +651,14 @@ class Settings:
         if self.retries < 0:
             raise ValueError(f"retries must be 0 or more, not {self.retries}")
         if not math.isfinite(self.retry_delay) or self.retry_delay < 0:
-            raise ValueError("retry_delay must be a finite number of seconds >= 0, "
-                             f"not {self.retry_delay}")
+            raise ValueError(f"retry_delay must be a finite number of seconds >= 0, not {self.retry_delay}")
 
 
 # The ways in for an extra; each default leaves the lesson as it is.
 FileReader = Callable[..., Awaitable[FileResult]]  # called as process_file is, in its place
 ResultHook = Callable[[FileResult], None]  # hears of each file's final result
 RetryHook = Callable[[str, float, str], None]  # hears of a retry: the file, the wait (s), the error
-# A view shows the batch in place of the spinner and the monitor, until its last result.
-View = Callable[["Batch"], Coroutine[None, None, None]]
+View = Callable[["Batch"], Coroutine[None, None, None]]  # drawn instead of spinner and monitor
 
 
 @dataclass(kw_only=True)
@@ -748,8 +747,8 @@ async def process_with_retries(filename: str, batch: Batch) -> FileResult:
         # so the other files keep every slot busy meanwhile. Were it to sleep in its slot, each
         # waiting file would idle a slot, and enough of them would stall the whole batch.
         batch.retrying.add(filename)
-        batch.on_retry(filename, wait, earlier_errors[-1])
         try:
+            batch.on_retry(filename, wait, earlier_errors[-1])
             await asyncio.sleep(wait)  # Ctrl-C cancels the batch here too, without waiting
         finally:
             batch.retrying.discard(filename)
@@ -1084,7 +1083,7 @@ class DatabaseUnusable(Exception):
 class BatchEnd(NamedTuple):
     """The writer thread's sentinel: no more results, and the batch's final state."""
     state: str  # "completed" or "interrupted"
-    file_count: int  # the files saved: a --watch session knows them only at its end
+    file_count: int  # the batch's files: a --watch session knows them only at its end
 
 
 def readable_text(text: str) -> str:
@@ -1154,33 +1153,31 @@ class DatabaseWriter:
     """Saves one batch's results to a SQLite database, from a thread of its own, as files finish."""
 
     def __init__(self, path: str, settings: Settings, filenames: list[str]) -> None:
-        """Start the writer thread and wait until it has opened the database and added the batch.
-
-        Raises DatabaseUnusable, before any file is processed, if the path cannot be used.
-        """
+        """Start the writer thread and wait until it has opened the database and added the batch;
+        raise DatabaseUnusable, before any file is processed, if the path cannot be used."""
         self.path = path
-        self.filenames = filenames  # the batch's files; none for a --watch session
-        self.unsaved = set(filenames)
-        self.saved = 0
+        self.unsaved = dict.fromkeys(filenames)  # the batch's files with no result yet, in order
+        self.saved = 0  # results handed to the thread
+        self.stopped = False  # a Ctrl-C stopped the wait for the last writes
         self.inbox: queue.Queue[FileResult | BatchEnd] = queue.Queue()
         self.failures: list[str] = []  # one line per write that failed
         opened: Future[int] = Future()
         # A daemon thread never keeps the program from exiting; finish() waits for this one.
-        self.thread = threading.Thread(target=self.write_batch, args=(opened, settings),
-                                       name="database writer", daemon=True)
+        self.thread = threading.Thread(target=self.write_batch, name="database writer",
+                                       args=(opened, settings, len(filenames)), daemon=True)
         self.thread.start()
         self.batch_id = opened.result()
 
     def save(self, result: FileResult) -> None:
         """Hand a finished file's result to the writer thread; returns at once."""
-        self.unsaved.discard(result["filename"])
+        self.unsaved.pop(result["filename"], None)
         self.saved += 1
         self.inbox.put_nowait(result)
 
     def finish(self, *, interrupted: bool = False) -> bool:
         """Save the files with no result as cancelled, end the batch (interrupted if there were
         any, or if told so), and wait for the thread to write it all; False if Ctrl-C stopped it."""
-        unfinished = [name for name in self.filenames if name in self.unsaved]
+        unfinished = list(self.unsaved)
         for name in unfinished:
             self.save(file_result(name, "cancelled"))
         self.inbox.put_nowait(BatchEnd("interrupted" if unfinished or interrupted else "completed",
@@ -1188,14 +1185,14 @@ class DatabaseWriter:
         try:
             self.thread.join()
         except KeyboardInterrupt:  # the report matters more than the last writes: stop waiting
-            self.failures.append("the last results: Ctrl-C came before they were written")
+            self.stopped = True
             return False
         return True
 
-    def write_batch(self, opened: Future[int], settings: Settings) -> None:
+    def write_batch(self, opened: Future[int], settings: Settings, file_count: int) -> None:
         """The writer thread: open the database, then write what comes until the sentinel."""
         try:
-            connection, batch_id = open_database(self.path, settings, len(self.filenames))
+            connection, batch_id = open_database(self.path, settings, file_count)
         except Exception as error:
             # Whatever stops the open, the caller waiting in __init__ must hear of it.
             opened.set_exception(
@@ -1219,6 +1216,9 @@ class DatabaseWriter:
 
     def outcome(self) -> str:
         """Return one line for the user: where the batch was saved, or which writes failed."""
+        if self.stopped:
+            return (f"processor.py: stopped saving to {self.path} (batch {self.batch_id}) at "
+                    "Ctrl-C: its last results may be missing, and the batch still reads running")
         if not self.failures:
             return f"Saved to {self.path} as batch {self.batch_id}"
         return (f"processor.py: could not save to {self.path} (batch {self.batch_id}): "
@@ -1321,8 +1321,8 @@ class RejectsFile:
             raise FileProblem(self.cannot_write(error)) from None
 
     def keep(self, result: FileResult) -> FileResult:
-        """Return the result naming the rejects file, if the input completed with rejected
-        rows; an error result if the file cannot be given its name."""
+        """Once the input completed, give its rows their final name and return the result naming
+        them; an error result if that fails. Any other result comes back unchanged."""
         if self.file is None or result["status"] != "completed":
             return result
         try:

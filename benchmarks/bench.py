@@ -101,7 +101,7 @@ def processor_run(path: Path) -> int:
 
 
 def without_fast_path(path: Path) -> int:
-    """process_file with every batch left to the csv module and check_row."""
+    """process_file with every chunk left to the csv module and check_row."""
     fast_path = processor.check_simple_lines
     processor.check_simple_lines = lambda *arguments: None
     try:

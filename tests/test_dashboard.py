@@ -234,6 +234,31 @@ async def test_the_event_log_hears_each_result_and_each_retry_in_order(write_csv
         f"error {missing}: No such file or directory")
 
 
+def test_with_the_dashboard_a_batch_hands_it_each_result_and_retry_as_an_event(
+        write_csv, tmp_path, monkeypatch):
+    good = write_csv("good.csv", HEADER + rows_of(2))
+    missing = str(tmp_path / "missing.csv")
+    shown: list[list[str]] = []
+
+    async def stand_in_dashboard(screen, events, batch):
+        while len(batch.results) < len(batch.filenames):
+            await asyncio.sleep(0)
+        shown.append([text for at, text in events.recent])
+
+    monkeypatch.setattr(processor, "show_dashboard", stand_in_dashboard)
+    monkeypatch.setattr(processor, "run_on_screen",
+                        lambda work, dashboard: asyncio.run(work("a screen")))
+
+    processor.run_batch([good, missing], Settings(delay=0, retries=1, retry_delay=0), {},
+                        db=None, read_file=None, dashboard=True)
+
+    assert sorted(shown[0]) == [
+        f"error {missing}: No such file or directory",
+        f"finished {good} (2 valid, 0 rejected)",
+        f"retry {missing} in 0.0 s: No such file or directory",
+    ]
+
+
 # --- Whole runs under a pseudo-terminal ---
 
 class TerminalRun:

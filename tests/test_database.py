@@ -353,5 +353,5 @@ def test_ctrl_c_while_the_writer_finishes_keeps_the_report_and_says_what_may_be_
     assert out.splitlines()[2].split()[:2] == [data, "completed"]
     assert "Interrupted: every file had finished" in err
     assert err.splitlines()[-1] == (
-        f"processor.py: could not save to {tmp_path / 'results.db'} (batch 1): 1 write failed, "
-        "the first: the last results: Ctrl-C came before they were written")
+        f"processor.py: stopped saving to {tmp_path / 'results.db'} (batch 1) at Ctrl-C: its last "
+        "results may be missing, and the batch still reads running")

@@ -425,7 +425,7 @@ def test_remembered_dates_stop_at_a_bound_and_the_date_range_stays_right(monkeyp
     while reader.fold_chunk(tally) == processor.ROWS_PER_CHUNK:
         pass
 
-    assert len(reader.seen_dates) == 200  # 100 after the first batch, 200 after the second
+    assert len(reader.seen_dates) == 200  # 100 after the first chunk, 200 after the second
     assert (tally.count, tally.earliest, tally.latest) == (400, "2024-01-01", "2025-02-03")
 
 

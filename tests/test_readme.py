@@ -9,6 +9,7 @@ import processor
 
 ROOT = Path(__file__).resolve().parent.parent
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FILE_SUFFIXES = {"py", "csv", "jsonl", "db", "md", "lock", "tmp", "gz"}
 
 
 def how_it_works() -> str:
@@ -43,16 +44,18 @@ def missing_from_code(token: str, names: set[str]) -> bool:
         return False  # an option, a path, a frame of the spinner: not a name
     if len(parts) == 1:
         return not (keyword.iskeyword(token) or token in names)
-    if parts[0] not in names:
+    if parts[-1] in FILE_SUFFIXES:
         return False  # processor.py, results.jsonl: a file's name
     owner = getattr(processor, parts[0], None)
     if isinstance(owner, type):  # RejectsFile.write: a class of processor.py and its method
         return not hasattr(owner, parts[1])
     try:
-        module = importlib.import_module(parts[0])  # asyncio.create_task, os.rename
+        module = importlib.import_module(parts[0]) if parts[0] in names else None
     except ImportError:
-        return False  # batch.slots: a variable's attribute
-    return not hasattr(module, parts[1])
+        module = None
+    if module is not None:  # asyncio.create_task, os.rename: a module processor.py uses
+        return not hasattr(module, parts[1])
+    return not all(part in names for part in parts)  # batch.slots: a variable's attribute
 
 
 def test_how_it_works_names_only_what_processor_py_has():

@@ -192,6 +192,25 @@ async def test_a_batch_cancelled_mid_file_leaves_no_rejects_file_for_that_file(w
 
 
 @pytest.mark.asyncio
+async def test_a_file_that_changed_while_read_gets_no_rejects_file(write_csv, tmp_path,
+                                                                   change_mid_read):
+    path = write_csv("growing.csv", HEADER + bad_dates(150))
+
+    def append() -> None:  # the client is still writing while the file is read
+        with open(path, "a") as file:
+            file.write("Z1,C1,1.00,2024-13-01,fuel\n")
+
+    change_mid_read(append)
+
+    batch = await batch_keeping_rejects([path], tmp_path / "rejects")
+
+    result = batch["results"][path]
+    assert (result["status"], result["rejects_file"]) == ("error", None)
+    assert result["error"].startswith("Changed while being read")
+    assert os.listdir(tmp_path / "rejects") == []  # neither a rejects file nor a temporary one
+
+
+@pytest.mark.asyncio
 async def test_a_retried_file_keeps_only_the_rows_of_its_last_attempt(
         write_csv, tmp_path, change_mid_read):
     path = write_csv("growing.csv", HEADER + bad_dates(150))
@@ -226,22 +245,11 @@ async def test_rejected_rows_that_cannot_be_written_fail_their_file_with_the_rea
 
 # --- An unusable folder ---
 
-@pytest.mark.asyncio
-async def test_a_folder_that_cannot_be_made_raises_before_any_file_is_read(
-        write_csv, tmp_path, monkeypatch):
+def test_a_folder_that_cannot_be_made_is_refused_as_the_reader_is_made(write_csv):
     path = write_csv("bad.csv", HEADER + bad_dates(1))
-    read = []
-
-    async def reading(filename, **options):
-        read.append(filename)
-        return processor.file_result(filename, "completed")
-
-    monkeypatch.setattr(processor, "process_file", reading)
 
     with pytest.raises(RejectsUnusable, match="cannot write rejected rows to .*: Not a directory"):
-        await batch_keeping_rejects([path], os.path.join(path, "rejects"))
-
-    assert read == []
+        keep_rejects(os.path.join(path, "rejects"), [path])
 
 
 def test_a_read_only_folder_exits_2_with_a_one_line_message(write_csv, tmp_path, capsys):

@@ -412,8 +412,8 @@ async def test_a_file_waiting_to_retry_does_not_keep_another_from_starting(tmp_p
         return await real_process_file(filename, **options)
 
     monkeypatch.setattr(processor, "process_file", failing_first)
-    # One slot, and a retry an hour away: only if the waiting file holds no place can the
-    # second file be processed while the test waits.
+    # One slot, and a retry 30 s away (the longest wait there is): only if the waiting file
+    # holds no place can the second file be processed while the test waits.
     async with watching(root, max_concurrent=1, retries=1, retry_delay=3600,
                         on_retry=lambda filename, wait, error: retries.append(filename)) as (
             session, task):
