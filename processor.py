@@ -21,7 +21,7 @@ call the core makes forward is to the faster reader).
     The data model     what one file's result holds, and the small values behind it
     Checking rows      pure functions: is the header usable, is a row valid, and why not
     Tallying a file    folding valid rows into exact totals; the one function that builds a result
-    Processing a file  process_file: read, check and tally a file a chunk of rows at a time, yielding
+    Processing a file  process_file: read, check and tally a file 100 rows at a time, yielding
     The spinner        show_spinner, and the one stderr line it shares with the monitor
     The monitor        monitor_progress: a progress line every 2 seconds
     The coordinator    process_batch: the settings, a slot under the semaphore, retries that
