@@ -59,12 +59,13 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future
-from contextlib import closing, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import (TYPE_CHECKING, Awaitable, Callable, Collection, Coroutine, Iterator, Literal,
+from typing import (TYPE_CHECKING, Awaitable, Callable, Collection, Coroutine, Iterable, Iterator,
+                    Literal,
                     NamedTuple, TextIO, TypedDict, TypeVar)
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class FileResult(TypedDict):
     invalid_rows: int
     row_errors: list[RowError]
     error: str | None
+    delimiter: str | None  # what separated the columns; None when the header was never read
     retryable: bool  # the error may pass (missing, unreadable, changed while read): try again
     attempts: int  # more than 1 when the coordinator tried the file again
     earlier_errors: list[str]  # the error of each attempt before the last, in order
@@ -152,10 +154,18 @@ class BatchResult(TypedDict):
     summary: BatchSummary
 
 
+class CsvFormat(NamedTuple):
+    """How a file is written: the lesson's files are all the default, UTF-8 and commas."""
+    encoding: str = "UTF-8"  # named in the reason a row with an undecodable byte is rejected
+    delimiter: str = ","
+    decimal_comma: bool = False  # amounts written 12,50 instead of 12.50
+
+
 class Columns(NamedTuple):
-    """The header's column names, and where each required column sits in a row."""
+    """The header's column names, where each required column sits in a row, and how rows are written."""
     names: tuple[str, ...]
     positions: tuple[int, ...]  # in the order of REQUIRED_COLUMNS
+    format: CsvFormat = CsvFormat()
 
 
 class Transaction(NamedTuple):
@@ -188,7 +198,7 @@ def is_blank(fields: list[str]) -> bool:
 
 
 def is_undecodable(text: str) -> bool:
-    """Whether text holds bytes that were not valid UTF-8.
+    """Whether text holds bytes that its encoding could not decode.
 
     Files are read with errors="surrogateescape", which keeps each bad byte as a lone surrogate
     character; those are the only characters that cannot be encoded back to UTF-8.
@@ -202,9 +212,28 @@ def is_undecodable(text: str) -> bool:
     return False
 
 
+def readable_text(text: str) -> str:
+    """Return text with each byte that could not be decoded written as \\xNN: nothing lost, and
+    printable anywhere that takes UTF-8."""
+    if not is_undecodable(text):
+        return text
+    return "".join(f"\\x{ord(char) - 0xDC00:02x}" if "\udc00" <= char <= "\udcff" else char
+                   for char in text)
+
+
 def is_plain_decimal(text: str) -> bool:
     """Whether text is an amount in plain notation: `12`, `-3.00`, `.5`, `4.` (no `$`, `,` or `1e3`)."""
     return PLAIN_DECIMAL.fullmatch(text) is not None
+
+
+def plain_amount(text: str, decimal_comma: bool) -> str | None:
+    """Return an amount as plain decimal text with a point, or None if it is not one. With a
+    decimal comma, `-0,5` is read as -0.5 and a point is refused: it would separate thousands."""
+    if decimal_comma:
+        if "." in text:
+            return None
+        text = text.replace(",", ".")
+    return text if is_plain_decimal(text) else None
 
 
 # A file holds many rows but few distinct dates, so most checks are answered from the cache.
@@ -225,30 +254,43 @@ def shorten(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[: limit - 3] + "...")
 
 
-def find_columns(header: list[str]) -> Columns:
-    """Return where each required column sits; raise FileProblem if the header is unusable.
+def find_columns(header: list[str], file_format: CsvFormat = CsvFormat()) -> Columns:
+    """Return where each required column sits; raise FileProblem if one is missing.
 
-    Names are matched stripped and case-insensitively; extra columns are allowed. If a name
-    appears twice, its first column is used.
+    Names are matched stripped and case-insensitively; extra columns are allowed, whatever they
+    hold. If a name appears twice, its first column is used.
     """
     names = tuple(name.strip() for name in header)
-    if any(is_undecodable(name) for name in names):
-        raise FileProblem("Header is not valid UTF-8")
     positions: dict[str, int] = {}
     for index, name in enumerate(names):
         positions.setdefault(name.lower(), index)
     missing = [column for column in REQUIRED_COLUMNS if column not in positions]
     if missing:
-        raise FileProblem(f"Header lacks required column(s): {', '.join(missing)}")
-    return Columns(names, tuple(positions[column] for column in REQUIRED_COLUMNS))
+        problem = f"Header lacks required column(s): {', '.join(missing)}"
+        # Bad bytes, or the NULs of UTF-16 read as one-byte text: the names may be there, unread.
+        if any(is_undecodable(name) or "\0" in name for name in names):
+            problem += (f"; it is not valid {file_format.encoding}, so the file may be in another "
+                        "encoding (try --encoding)")
+        raise FileProblem(problem)
+    return Columns(names, tuple(positions[column] for column in REQUIRED_COLUMNS), file_format)
 
 
-def row_problems(values: list[str]) -> str:
+def amount_problem(amount: str, decimal_comma: bool) -> str:
+    """Return why an amount that plain_amount refused is not one, with a hint where one helps."""
+    if decimal_comma:
+        return f"amount {shorten(amount)} is not a plain decimal number with a decimal comma"
+    problem = f"amount {shorten(amount)} is not a plain decimal number"
+    if plain_amount(amount, decimal_comma=True) is not None:
+        problem += " (written with a decimal comma? try --decimal-comma)"
+    return problem
+
+
+def row_problems(values: list[str], decimal_comma: bool) -> str:
     """Return why a row is rejected, given its required values stripped, in REQUIRED_COLUMNS order."""
     problems = [f"{name} is empty" for name, value in zip(REQUIRED_COLUMNS, values) if not value]
     _, _, amount, day, _ = values
-    if amount and not is_plain_decimal(amount):
-        problems.append(f"amount {shorten(amount)} is not a plain decimal number")
+    if amount and plain_amount(amount, decimal_comma) is None:
+        problems.append(amount_problem(amount, decimal_comma))
     if day and not is_calendar_date(day):
         problems.append(f"date {shorten(day)} is not a real YYYY-MM-DD date")
     return "; ".join(problems)
@@ -259,14 +301,16 @@ def check_row(fields: list[str], columns: Columns) -> Transaction | str:
     if len(fields) != len(columns.names):
         return f"has {len(fields)} fields, the header has {len(columns.names)}"
     if is_undecodable("".join(fields)):
-        undecodable = [columns.names[i] or f"column {i + 1}"
+        undecodable = [readable_text(columns.names[i]) or f"column {i + 1}"
                        for i, value in enumerate(fields) if is_undecodable(value)]
-        return f"{', '.join(undecodable)}: not valid UTF-8"
+        return f"{', '.join(undecodable)}: not valid {columns.format.encoding}"
     values = [fields[i].strip() for i in columns.positions]
     _, _, amount, day, category = values
-    if all(values) and is_plain_decimal(amount) and is_calendar_date(day):
-        return Transaction(Decimal(amount), day, category)
-    return row_problems(values)
+    decimal_comma = columns.format.decimal_comma
+    exact = plain_amount(amount, decimal_comma)
+    if exact is not None and all(values) and is_calendar_date(day):
+        return Transaction(Decimal(exact), day, category)
+    return row_problems(values, decimal_comma)
 
 
 # --- Tallying a file ---
@@ -340,7 +384,7 @@ def to_float(value: Fraction) -> float:
 
 
 def file_result(filename: str, status: Status, tally: FileTally | None = None, *,
-                seconds: float = 0.0, error: str | None = None,
+                seconds: float = 0.0, error: str | None = None, delimiter: str | None = None,
                 retryable: bool = False) -> FileResult:
     """Return a file's result, with every key: the tally's statistics, or none without a tally
     (a file that failed or never ran)."""
@@ -354,7 +398,8 @@ def file_result(filename: str, status: Status, tally: FileTally | None = None, *
         "top_category": top_category(tally.categories),
         "date_range": {"earliest": tally.earliest, "latest": tally.latest},
         "processing_time": seconds, "invalid_rows": tally.invalid_rows,
-        "row_errors": tally.row_errors, "error": error, "retryable": retryable,
+        "row_errors": tally.row_errors, "error": error, "delimiter": delimiter,
+        "retryable": retryable,
         "attempts": 1, "earlier_errors": [], "rejects_file": None,
         "slot": None, "start_offset": None, "end_offset": None,
     }
@@ -394,23 +439,53 @@ def check_unchanged(before: os.stat_result, after: os.stat_result) -> None:
     raise FileChanged(f"Changed while being read ({change}): its figures would be wrong")
 
 
+class CsvInput(NamedTuple):
+    """An open file, as process_file reads it."""
+    lines: Iterator[str]  # its text, each line with the ending it was written with
+    format: CsvFormat
+    bytes_read: Callable[[], int]  # how far into the file's bytes reading has got
+    check_unchanged: Callable[[], None]  # raise FileChanged if the file changed since it was opened
+
+
+Opener = Callable[[str], AbstractContextManager[CsvInput]]
+
+
+def follow_file(fd: int, lines: Iterator[str], file_format: CsvFormat) -> CsvInput:
+    """Return the input of a file's lines, read from its descriptor fd: progress and changes
+    are told from the file's bytes."""
+    before = os.fstat(fd)
+    return CsvInput(lines, file_format, bytes_read=lambda: os.lseek(fd, 0, os.SEEK_CUR),
+                    check_unchanged=lambda: check_unchanged(before, os.fstat(fd)))
+
+
+@contextmanager
+def open_csv(filename: str) -> Iterator[CsvInput]:
+    """Open a UTF-8 file with commas between its columns: the only kind the lesson needs.
+    ("Reading client files", after the report, opens the others.)"""
+    check_regular_file(filename)
+    # The file is streamed, never read whole. A bad byte must not end the file, only its row:
+    # surrogateescape keeps it as a marker that check_row finds.
+    with open(filename, encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
+        yield follow_file(file.fileno(), iter(file), CsvFormat())
+
+
 class ChunkReader:
     """Reads a CSV file's header, then folds its records into a tally a chunk at a time."""
 
-    def __init__(self, file: TextIO) -> None:
+    def __init__(self, lines: Iterable[str], file_format: CsvFormat = CsvFormat()) -> None:
         """Read up to the header, the first non-blank record; raise FileProblem if it is unusable."""
-        self.lines = iter(file)
+        self.lines = iter(lines)
         self.lines_read = 0
         self.seen_dates: set[str] = set()  # dates of rows counted, for the faster reader
-        self.columns = self.read_header()
+        self.columns = self.read_header(file_format)
 
-    def read_header(self) -> Columns:
-        reader = csv.reader(self.lines)
+    def read_header(self, file_format: CsvFormat) -> Columns:
+        reader = csv.reader(self.lines, delimiter=file_format.delimiter)
         try:
             for fields in reader:
                 if not is_blank(fields):
                     self.lines_read = reader.line_num
-                    return find_columns(fields)
+                    return find_columns(fields, file_format)
         except csv.Error as error:
             raise FileProblem(f"Header cannot be read as CSV: {error}") from None
         raise FileProblem("Empty file: no header row")
@@ -432,7 +507,7 @@ class ChunkReader:
 
         A record the csv module cannot parse is rejected, and reading goes on at the next line.
         """
-        reader = csv.reader(lines)
+        reader = csv.reader(lines, delimiter=self.columns.format.delimiter)
         records = 0
         while records < ROWS_PER_CHUNK:
             line = self.lines_read + reader.line_num + 1  # line_num counts the lines reader has read
@@ -451,44 +526,47 @@ class ChunkReader:
 
 async def process_file(
         filename: str, *, delay: float = 0.1, progress: FileProgress | None = None,
-        on_rejected: Callable[[tuple[str, ...], list[RejectedRow]], None] = ignore) -> FileResult:
+        on_rejected: Callable[[tuple[str, ...], list[RejectedRow]], None] = ignore,
+        open_input: Opener = open_csv) -> FileResult:
     """Return one CSV file's statistics.
 
     Never raises for a file-level problem (missing, not a regular file, unreadable, empty,
     bad header, changed while being read): that gives status "error", a one-line reason, and
     `retryable` true when the problem may pass. Rejected rows are counted and listed with their
     line numbers; they never stop the file. Pass a new `progress` to follow the reading from
-    another task (its tally is the file's), and `on_rejected` to be handed the header's names
-    and the rejected rows after each chunk; a FileProblem it raises makes the file an error.
+    another task (its tally is the file's), `on_rejected` to be handed the header's names and
+    the rejected rows after each chunk (a FileProblem it raises makes the file an error), and
+    `open_input` to open files other than open_csv's (it may raise FileProblem, too).
     """
     started = time.perf_counter()
     progress = FileProgress() if progress is None else progress
     tally = progress.tally
+    delimiter = None
     try:
-        check_regular_file(filename)
-        # The file is streamed, never read whole. A bad byte must not end the file, only its row:
-        # surrogateescape keeps it as a marker that check_row finds.
-        with open(filename, encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
-            # A client may still be writing the file: if it changed, the rows read are a mix.
-            before = os.fstat(file.fileno())
-            reader = ChunkReader(file)
+        with open_input(filename) as source:
+            reader = ChunkReader(source.lines, source.format)
+            delimiter = source.format.delimiter
             while reader.fold_chunk(tally) == ROWS_PER_CHUNK:
                 # Handed over chunk by chunk, rejected rows never fill the memory.
                 on_rejected(reader.columns.names, tally.take_rejected())
-                progress.bytes_read = os.lseek(file.fileno(), 0, os.SEEK_CUR)
+                progress.bytes_read = source.bytes_read()
                 # Tasks only take turns at an await. Without this one a long file would
                 # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
                 await asyncio.sleep(delay)
             on_rejected(reader.columns.names, tally.take_rejected())
-            check_unchanged(before, os.fstat(file.fileno()))
+            # A client may still be writing the file: if it changed, the rows read are a mix.
+            source.check_unchanged()
     except OSError as error:
         # Missing or unreadable now need not be for good: an upload ends, a permission is fixed.
         return file_result(filename, "error", error=error.strerror or str(error),
-                           seconds=time.perf_counter() - started, retryable=True)
+                           seconds=time.perf_counter() - started, delimiter=delimiter,
+                           retryable=True)
     except FileProblem as problem:
         return file_result(filename, "error", error=str(problem),
-                           seconds=time.perf_counter() - started, retryable=problem.may_pass)
-    return file_result(filename, "completed", tally, seconds=time.perf_counter() - started)
+                           seconds=time.perf_counter() - started, delimiter=delimiter,
+                           retryable=problem.may_pass)
+    return file_result(filename, "completed", tally, seconds=time.perf_counter() - started,
+                       delimiter=delimiter)
 
 
 # --- The spinner ---
@@ -952,7 +1030,7 @@ def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) 
 # --- Reading faster ---
 
 # An optimisation, which the lesson can do without. Almost every line of a real file is simple:
-# one row, no quotes, valid UTF-8, so all the csv module would do is split it at commas. A chunk
+# one row, no quotes, no bad bytes, so all the csv module would do is split it at delimiters. A chunk
 # of such lines can be split and checked by a few string and list operations, each one C loop,
 # instead of a dozen Python steps per row: reading gets about four times faster (see
 # benchmarks/bench.py). The rules are check_row's; a chunk it is unsure of goes to check_row.
@@ -969,15 +1047,15 @@ class SimpleRows(NamedTuple):
     categories: list[str]
 
 
-def split_simple_lines(lines: list[str], width: int) -> list[str] | None:
+def split_simple_lines(lines: list[str], width: int, delimiter: str = ",") -> list[str] | None:
     """Return the fields of a chunk of simple lines, each row followed by a "\n" field, or None
     if a line is not simple or not `width` fields long. Simple lines are whole lines that csv
-    would split at every comma: no quotes, no bad bytes, no field over csv's size limit."""
+    would split at every delimiter: no quotes, no bad bytes, no field over csv's size limit."""
     text = "".join(lines).replace("\r\n", "\n")
     if not (text.endswith("\n") and '"' not in text and "\r" not in text
             and len(text) <= csv.field_size_limit() and not is_undecodable(text)):
         return None
-    fields = text.replace("\n", ",\n,").split(",")
+    fields = text.replace("\n", f"{delimiter}\n{delimiter}").split(delimiter)
     fields.pop()  # the empty field after the last newline
     # Every (width + 1)th field must be a newline: one line with a field too many or too few
     # moves the newlines after it out of step, even if another line makes the count up.
@@ -991,7 +1069,7 @@ def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str])
 
     seen_dates holds the dates of rows already counted: known real, and inside the date range.
     """
-    fields = split_simple_lines(lines, len(columns.names))
+    fields = split_simple_lines(lines, len(columns.names), columns.format.delimiter)
     if fields is None:
         return None
     stride = len(columns.names) + 1
@@ -1004,6 +1082,10 @@ def check_simple_lines(lines: list[str], columns: Columns, seen_dates: set[str])
     new_dates = set() if seen_dates.issuperset(dates) else set(dates) - seen_dates
     if not all(map(is_calendar_date, new_dates)):
         return None
+    if columns.format.decimal_comma:
+        if any("." in amount for amount in amounts):
+            return None
+        amounts = [amount.replace(",", ".") for amount in amounts]
     # Made of nothing but digits, signs and points, an amount is in plain decimal notation
     # exactly when Decimal can read it (no letters: no exponent, NaN or Infinity).
     if AMOUNT_CHARACTERS.fullmatch("".join(amounts)) is None:
@@ -1084,12 +1166,6 @@ class BatchEnd(NamedTuple):
     """The writer thread's sentinel: no more results, and the batch's final state."""
     state: str  # "completed" or "interrupted"
     file_count: int  # the batch's files: a --watch session knows them only at its end
-
-
-def readable_text(text: str) -> str:
-    """Return text with each byte that was not valid UTF-8 written as \\xNN: nothing lost, and
-    writable anywhere that takes UTF-8."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def utc_now() -> str:
