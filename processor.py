@@ -41,10 +41,11 @@ call the core makes forward is to the faster reader).
 
 import argparse
 import asyncio
+import codecs
 import csv
 import errno
 import functools
-import glob
+import io
 import itertools
 import json
 import math
@@ -65,12 +66,14 @@ from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import (TYPE_CHECKING, Awaitable, Callable, Collection, Coroutine, Iterable, Iterator,
-                    Literal,
-                    NamedTuple, TextIO, TypedDict, TypeVar)
+                    Literal, NamedTuple, TextIO, TypedDict, TypeVar)
 
 if TYPE_CHECKING:
-    import curses  # for the type hints of later sections: each is imported where an option
-    import sqlite3  # uses it, so that a run without that option does not pay for it
+    # For the type hints of later sections: each is imported where an option or a kind of
+    # file uses it, so that a run without it does not pay for it.
+    import curses
+    import gzip
+    import sqlite3
 
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
 ROWS_PER_CHUNK = 100  # records (lines, in a simple file) read between two yields to the loop
@@ -1110,6 +1113,165 @@ def fold_simple_chunk(lines: list[str], columns: Columns, tally: FileTally,
     return True
 
 
+# --- Reading client files ---
+
+# The lesson's files are UTF-8 with commas between columns. Clients send others: a Windows
+# export in cp1252, Excel's "Unicode text" (UTF-16 with a byte-order mark), semicolons or tabs
+# between columns, amounts written 12,50, a file gzipped, or a pipe. ClientFiles.open is an
+# opener for process_file that reads all of them; what it learns (the encoding, the delimiter)
+# goes into the CsvFormat the core reads rows with, so every row is checked by the same rules.
+
+STDIN = "-"  # the name that means: read standard input
+OTHER_DELIMITERS = (";", "\t", "|")  # tried, in this order, when a header fits none at commas
+# Each byte-order mark, and the codec that reads the text after it, whatever --encoding says.
+BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                    (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                    (codecs.BOM_UTF16_BE, "utf-16"))
+UNDECODABLE = "processor.escape"
+
+
+def escape_undecodable(error: UnicodeError) -> tuple[str, int]:
+    """Keep each byte a codec cannot decode as the lone surrogate U+DC00 + byte, as
+    surrogateescape does; it refuses bytes below 128, which UTF-16 and UTF-32 can get wrong."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    bad_bytes = error.object[error.start:error.end]
+    return "".join(chr(0xDC00 + byte) for byte in bad_bytes), error.end
+
+
+codecs.register_error(UNDECODABLE, escape_undecodable)
+
+
+def is_csv_name(name: str) -> bool:
+    """Return whether a file of this name in a folder is one to process: name.csv or
+    name.csv.gz, in any case, and not hidden."""
+    return name.lower().endswith((".csv", ".csv.gz")) and not name.startswith(".")
+
+
+def choose_codec(start: bytes, encoding: str) -> tuple[str, str]:
+    """Return the codec to read a file with, given its first bytes, and the encoding's name
+    for messages: a byte-order mark chooses, else the encoding asked for."""
+    for mark, codec in BYTE_ORDER_MARKS:
+        if start.startswith(mark):
+            return codec, codec.removesuffix("-sig").upper()
+    if codecs.lookup(encoding).name == "utf-8":
+        return "utf-8-sig", "UTF-8"  # a byte-order mark, if any, is not part of the header
+    return encoding, encoding
+
+
+def read_header_lines(lines: Iterator[str]) -> list[str]:
+    """Read lines up to the header's last: the first line with more than blanks and
+    delimiters, and any its quotes run on into."""
+    read: list[str] = []
+    started = False
+    quotes = 0
+    for line in lines:
+        read.append(line)
+        started = started or bool(line.strip(" \r\n," + "".join(OTHER_DELIMITERS)))
+        quotes += line.count('"')
+        if started and quotes % 2 == 0 or len(read) > ROWS_PER_CHUNK:
+            break
+    return read
+
+
+def header_problem(lines: list[str], file_format: CsvFormat) -> FileProblem | None:
+    """Return why the header in these lines is unusable with this format, or None if it is not."""
+    try:
+        header = next((fields for fields in csv.reader(lines, delimiter=file_format.delimiter)
+                       if not is_blank(fields)), None)
+        if header is not None:
+            find_columns(header, file_format)
+    except csv.Error as error:
+        return FileProblem(f"Header cannot be read as CSV: {error}")
+    except FileProblem as problem:
+        return problem
+    return None
+
+
+def describe_delimiter(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+def guess_delimiter(lines: list[str], file_format: CsvFormat) -> str:
+    """Return the delimiter of a header: a comma, unless the required columns are there only
+    with one of OTHER_DELIMITERS; raise FileProblem when they are with none, or with several."""
+    comma_problem = header_problem(lines, file_format)
+    if comma_problem is None:
+        return ","
+    fits = [delimiter for delimiter in OTHER_DELIMITERS
+            if header_problem(lines, file_format._replace(delimiter=delimiter)) is None]
+    if len(fits) == 1:
+        return fits[0]
+    tried = ", ".join(map(describe_delimiter, (",", *OTHER_DELIMITERS)))
+    if not fits:
+        raise FileProblem(f"{comma_problem} (tried {tried} between columns; "
+                          "try --delimiter)") from None
+    both = " and ".join(map(describe_delimiter, fits))
+    raise FileProblem(f"Header has the required columns with {both} between them: "
+                      "say which with --delimiter")
+
+
+@dataclass(frozen=True)
+class ClientFiles:
+    """How to read the files clients send; `open` is an opener for process_file."""
+    encoding: str = "utf-8"  # unless a byte-order mark says otherwise
+    delimiter: str | None = None  # None: a comma, or another the header shows
+    decimal_comma: bool = False
+
+    @contextmanager
+    def open(self, filename: str) -> Iterator[CsvInput]:
+        """Open a file, gzipped if its name ends .gz, or standard input for `-`."""
+        if filename == STDIN:
+            with self.open_stdin() as source:
+                yield source
+            return
+        check_regular_file(filename)
+        with open(filename, "rb") as raw:
+            if not filename.lower().endswith(".gz"):
+                with self.read_text(raw) as (lines, file_format):
+                    yield follow_file(raw.fileno(), lines, file_format)
+                return
+            import gzip
+            import zlib
+            try:
+                # Progress and changes are told from the compressed bytes: those are the file.
+                with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped, \
+                        self.read_text(unzipped) as (lines, file_format):
+                    yield follow_file(raw.fileno(), lines, file_format)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+                # A file cut short is not read to its end: none of its rows may count.
+                raise FileProblem(f"Cannot be read as gzip: {error}") from None
+
+    @contextmanager
+    def open_stdin(self) -> Iterator[CsvInput]:
+        """Open standard input; it cannot be read twice, so no error of it is worth a retry."""
+        stdin = sys.stdin.buffer if sys.stdin is not None else None
+        if not isinstance(stdin, io.BufferedReader):  # closed (<&-), or replaced
+            raise FileProblem("Standard input is closed")
+        try:
+            with self.read_text(stdin) as (lines, file_format):
+                yield CsvInput(lines, file_format, bytes_read=lambda: 0, check_unchanged=ignore)
+        except OSError as error:
+            raise FileProblem(f"Cannot read standard input: {error.strerror or error}") from None
+
+    @contextmanager
+    def read_text(self, binary: "io.BufferedReader | gzip.GzipFile",
+                  ) -> Iterator[tuple[Iterator[str], CsvFormat]]:
+        """Read binary as lines of text; yield them, and the format they are written in."""
+        codec, encoding = choose_codec(binary.peek(4)[:4], self.encoding)
+        text = io.TextIOWrapper(binary, encoding=codec, errors=UNDECODABLE, newline="")
+        try:
+            file_format = CsvFormat(encoding, self.delimiter or ",", self.decimal_comma)
+            if self.delimiter is not None:
+                yield text, file_format
+            else:
+                header = read_header_lines(text)
+                delimiter = guess_delimiter(header, file_format)
+                yield itertools.chain(header, text), file_format._replace(delimiter=delimiter)
+        finally:
+            text.detach()  # closing it would close binary, which is its opener's to close
+
+
 # --- Saving to SQLite ---
 
 # Every sqlite3 call waits for the disk, and a database another program has locked can make one
@@ -1325,7 +1487,7 @@ def rejects_names(filenames: list[str]) -> dict[str, str]:
     names: dict[str, str] = {}
     taken: set[str] = set()
     for filename in filenames:
-        stem = os.path.splitext(os.path.basename(filename))[0]
+        stem = "stdin" if filename == STDIN else os.path.splitext(os.path.basename(filename))[0]
         name, number = stem, 1
         while name.casefold() in taken:  # casefold: x and X are one file on some disks
             number += 1
@@ -1422,17 +1584,19 @@ class RejectsFile:
         return f"Cannot write its rejected rows to {self.path}: {error.strerror or error}"
 
 
-def keep_rejects(folder: str | os.PathLike[str], filenames: list[str]) -> FileReader:
-    """Return a reader for process_batch that keeps each file's rejected rows in folder;
-    raise RejectsUnusable, before any file is read, if the folder cannot be written."""
+def keep_rejects(folder: str | os.PathLike[str], filenames: list[str],
+                 read_file: FileReader | None = None) -> FileReader:
+    """Return a reader for process_batch that keeps each file's rejected rows in folder, around
+    read_file (process_file by default, which it must call on); raise RejectsUnusable, before
+    any file is read, if the folder cannot be written."""
     paths = prepare_rejects(os.fspath(folder), filenames)
 
     async def read_keeping_rejects(filename: str, *, delay: float,
                                    progress: FileProgress) -> FileResult:
         rejects = RejectsFile(paths[filename])
         try:
-            result = await process_file(filename, delay=delay, progress=progress,
-                                        on_rejected=rejects.write)
+            result = await (read_file or process_file)(filename, delay=delay, progress=progress,
+                                                       on_rejected=rejects.write)
             return rejects.keep(result)
         finally:
             # Here also when the file failed, or a Ctrl-C cancelled it at its await.
@@ -1858,20 +2022,15 @@ class Signature(NamedTuple):
     mtime_ns: int
 
 
-def is_watched_name(name: str) -> bool:
-    """Return whether a file of this name in incoming/ is one to process."""
-    # An upload is often written as .name.csv, name.csv.part, name.csv.tmp or name.csv~ and
-    # renamed when complete: the first is hidden, the others do not end in .csv.
-    return name.endswith(".csv") and not name.startswith(".")
-
-
 def look_at_folder(folder: str) -> dict[str, Signature]:
     """Return the signature of each file in the folder that is to be processed."""
     signatures = {}
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if not (is_watched_name(entry.name) and entry.is_file()):
+                # An upload is often written as .name.csv, name.csv.part, name.csv.tmp or
+                # name.csv~ and renamed when complete: is_csv_name takes none of them.
+                if not (is_csv_name(entry.name) and entry.is_file()):
                     continue
                 with suppress(FileNotFoundError):  # gone since the folder was listed
                     stats = entry.stat()
@@ -2187,8 +2346,8 @@ async def show_watch_dashboard(screen: "curses.window", session: WatchSession, e
 
 
 async def watch_folder(session: WatchSession, settings: Settings, *, poll: float = WATCH_POLL_S,
-                       on_result: ResultHook = ignore, on_retry: RetryHook = ignore,
-                       view: View | None = None) -> None:
+                       read_file: FileReader | None = None, on_result: ResultHook = ignore,
+                       on_retry: RetryHook = ignore, view: View | None = None) -> None:
     """Process each complete file that arrives in the session's incoming/, until cancelled.
 
     At most max_concurrent files are processed at any moment. Cancelled (Ctrl-C), it moves the
@@ -2204,7 +2363,8 @@ async def watch_folder(session: WatchSession, settings: Settings, *, poll: float
 
     batch = Batch(filenames=[], settings=settings,
                   semaphore=asyncio.Semaphore(settings.max_concurrent),
-                  slots=[None] * settings.max_concurrent, on_result=on_result, on_retry=retrying)
+                  slots=[None] * settings.max_concurrent, read_file=read_file,
+                  on_result=on_result, on_retry=retrying)
     status = asyncio.create_task(show_watch_status(session) if view is None else view(batch))
     try:
         # A TaskGroup here, not gather as in a batch: a result that cannot be recorded stops
@@ -2276,6 +2436,26 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def text_encoding(text: str) -> str:
+    """Parse an option value that must name an encoding Python can decode text with."""
+    try:
+        b"".decode(text)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"not a text encoding Python knows: {text!r} "
+                                         "(try utf-8, cp1252, latin-1 or utf-16)") from None
+    return text
+
+
+def delimiter_character(text: str) -> str:
+    """Parse an option value that must be one character, neither a quote nor a line end;
+    `tab` and `\\t` both mean a tab."""
+    character = "\t" if text.lower() in ("tab", "\\t") else text
+    if len(character) != 1 or character in '"\r\n':
+        raise argparse.ArgumentTypeError(f"must be one character other than a quote or a line "
+                                         f"end, not {text!r}")
+    return character
+
+
 def file_path(text: str) -> str:
     """Parse an option value that must name a file: an empty one would be no file at all."""
     if not text:
@@ -2318,13 +2498,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "several files at a time.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", metavar="FILE_OR_DIR",
-                        help="CSV files to process; a directory means the *.csv files directly "
-                             "inside it, sorted by name")
+                        help="CSV files to process, gzipped if the name ends .gz, or - for "
+                             "standard input; a directory means the *.csv and *.csv.gz files "
+                             "directly inside it (any case), sorted by name")
     parser.add_argument("--max-concurrent", type=positive_int, default=3, metavar="N",
                         help="process at most N files at a time (default: %(default)s)")
     parser.add_argument("--delay", type=non_negative_seconds, default=0.1, metavar="SECONDS",
                         help="simulated I/O pause after every 100 rows; 0 runs at full speed "
                              "(default: %(default)s)")
+    parser.add_argument("--encoding", type=text_encoding, default="utf-8", metavar="NAME",
+                        help="the files' text encoding, e.g. cp1252 for a Windows export; a "
+                             "UTF-8, UTF-16 or UTF-32 byte-order mark overrides it "
+                             "(default: %(default)s)")
+    parser.add_argument("--delimiter", type=delimiter_character, metavar="CHAR",
+                        help="the character between columns (tab: \\t) (default: a comma, or "
+                             "';', a tab or '|' when only that gives the header every required "
+                             "column)")
+    parser.add_argument("--decimal-comma", action="store_true",
+                        help="read amounts written with a decimal comma, 1234,50 (no thousands "
+                             "separators; an amount with a point is rejected) (default: off)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true",
                         help="print the results as JSON instead of the report (default: off)")
@@ -2377,21 +2569,43 @@ def check_watch_options(parser: argparse.ArgumentParser, args: argparse.Namespac
                          f"DIR/{WATCH_RESULTS_NAME}")
 
 
+def csv_files_in(directory: str) -> list[str]:
+    """Return the paths of the CSV files directly inside directory (see is_csv_name), sorted
+    by name; raise OSError if it cannot be listed."""
+    with os.scandir(directory) as entries:
+        names = sorted(entry.name for entry in entries
+                       if is_csv_name(entry.name) and not entry.is_dir())
+    return [os.path.join(directory, name) for name in names]
+
+
+def file_identity(path: str) -> object:
+    """Return what every name of one file has in common: its device and inode number; for
+    standard input or a file that cannot be seen, the name itself."""
+    if path != STDIN:
+        with suppress(OSError):
+            stats = os.stat(path)
+            return (stats.st_dev, stats.st_ino)
+    return path
+
+
 def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Return the distinct files to process, a directory replaced by its *.csv files, and the
-    directories that held none."""
+    """Return the distinct files to process, a directory replaced by its CSV files and a file
+    reached under several names kept under the first, and the directories that held none.
+    Raise OSError for a directory that cannot be listed."""
     filenames: list[str] = []
     empty_directories: list[str] = []
     for path in paths:
-        if os.path.isdir(path):
-            found = sorted(name for name in glob.glob(os.path.join(glob.escape(path), "*.csv"))
-                           if not os.path.isdir(name))
+        if path != STDIN and os.path.isdir(path):
+            found = csv_files_in(path)
             filenames += found
             if not found:
                 empty_directories.append(path)
         else:
             filenames.append(path)
-    return list(dict.fromkeys(filenames)), empty_directories
+    first_names: dict[object, str] = {}
+    for filename in filenames:
+        first_names.setdefault(file_identity(filename), filename)
+    return list(first_names.values()), empty_directories
 
 
 def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -2404,9 +2618,16 @@ def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list
         return args, []
     if not args.paths:
         parser.error("no files given")
-    filenames, empty_directories = expand_paths(args.paths)
+    if args.paths.count(STDIN) > 1:
+        parser.error("- (standard input) can be read only once")
+    try:
+        filenames, empty_directories = expand_paths(args.paths)
+    except OSError as error:
+        print(f"processor.py: error: cannot list the folder {error.filename}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     for directory in empty_directories:
-        print(f"processor.py: no *.csv files in {directory}", file=sys.stderr)
+        print(f"processor.py: no *.csv or *.csv.gz files in {directory}", file=sys.stderr)
     if not filenames:
         parser.error("no CSV files to process")
     return args, filenames
@@ -2424,12 +2645,19 @@ def start_database(path: str | None, settings: Settings,
         raise SystemExit(EXIT_USAGE) from None
 
 
-def start_rejects(folder: str | None, filenames: list[str]) -> FileReader | None:
-    """Return the --rejects reader, or None; exit 2 if the folder cannot be created or written."""
+def client_reader(args: argparse.Namespace) -> FileReader:
+    """Return process_file, reading files as the options say (see ClientFiles)."""
+    client_files = ClientFiles(args.encoding, args.delimiter, args.decimal_comma)
+    return functools.partial(process_file, open_input=client_files.open)
+
+
+def start_rejects(folder: str | None, filenames: list[str], read_file: FileReader) -> FileReader:
+    """Return read_file, made to keep rejected rows in the --rejects folder if one is given;
+    exit 2 if the folder cannot be created or written."""
     if folder is None:
-        return None
+        return read_file
     try:
-        return keep_rejects(folder, filenames)
+        return keep_rejects(folder, filenames, read_file)
     except RejectsUnusable as error:
         print(f"processor.py: error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
@@ -2484,8 +2712,7 @@ def save_and_log(db: DatabaseWriter | None, events: EventLog) -> ResultHook:
 
 
 def run_batch(filenames: list[str], settings: Settings, results: dict[str, FileResult], *,
-              db: DatabaseWriter | None, read_file: FileReader | None,
-              dashboard: bool) -> BatchResult:
+              db: DatabaseWriter | None, read_file: FileReader, dashboard: bool) -> BatchResult:
     """Run the batch to its end, with the extras asked for plugged in."""
     events = EventLog()
     return run_on_screen(
@@ -2533,8 +2760,8 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
         print(f"Watching {folders.incoming} for *.csv files, up to {settings.max_concurrent} "
               "at a time (Ctrl-C to stop)", file=sys.stderr)
         run_on_screen(lambda screen: watch_folder(
-            session, settings, poll=args.poll or WATCH_POLL_S, on_result=save_and_log(db, events),
-            on_retry=events.add_retry,
+            session, settings, poll=args.poll or WATCH_POLL_S, read_file=client_reader(args),
+            on_result=save_and_log(db, events), on_retry=events.add_retry,
             view=None if screen is None else functools.partial(show_watch_dashboard, screen,
                                                                session, events)),
             dashboard=dashboard)
@@ -2572,7 +2799,7 @@ def main(argv: list[str] | None = None) -> int:
                         retries=args.retries, retry_delay=args.retry_delay)
     if args.watch is not None:
         return watch_command(args, settings)
-    read_file = start_rejects(args.rejects, filenames)
+    read_file = start_rejects(args.rejects, filenames, client_reader(args))
     dashboard = check_dashboard(args.dashboard)
     format_output = format_json if args.json else format_report
     results: dict[str, FileResult] = {}

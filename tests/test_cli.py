@@ -67,7 +67,7 @@ def test_a_directory_with_no_csv_files_is_a_usage_error(tmp_path):
     done = run(str(tmp_path))
 
     assert done.returncode == 2
-    assert f"no *.csv files in {tmp_path}" in done.stderr
+    assert f"no *.csv or *.csv.gz files in {tmp_path}" in done.stderr
 
 
 def test_json_output_is_only_json_with_every_figure(write_csv, tmp_path):

@@ -56,10 +56,13 @@ def read_results(root: Path) -> list[dict]:
     ("client.csv~", False),
     (".client.csv", False),
     ("client.txt", False),
-    ("CLIENT.CSV", False),  # *.csv, as for a directory on the command line
-], ids=["csv", "part", "tmp", "tilde", "hidden", "txt", "upper-case"])
+    ("CLIENT.CSV", True),  # in any case, as for a directory on the command line
+    ("client.csv.gz", True),
+    ("client.csv.gz.part", False),
+    ("client.gz", False),
+], ids=["csv", "part", "tmp", "tilde", "hidden", "txt", "upper-case", "gz", "gz-part", "gz-only"])
 def test_only_csv_names_that_no_upload_convention_marks_are_watched(name, watched):
-    assert processor.is_watched_name(name) is watched
+    assert processor.is_csv_name(name) is watched
 
 
 def test_a_file_is_stable_when_two_looks_find_the_same_size_and_time_oldest_first():
