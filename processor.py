@@ -975,6 +975,11 @@ def format_attempts(result: FileResult) -> list[str]:
     return lines
 
 
+def describe_delimiter(delimiter: str) -> str:
+    """Return a delimiter as the report names it: `';'`, or `tab`."""
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
 def format_speedup(elapsed: float, total_processing_time: float) -> str:
     """Return the elapsed time, and how much faster it was than the files one after another."""
     text = f"Elapsed {elapsed:.2f} s; one after another the files took {total_processing_time:.2f} s"
@@ -995,6 +1000,10 @@ def format_report(batch: BatchResult) -> str:
     for result in results:
         if result["invalid_rows"]:
             lines += ["", *format_rejections(result)]
+    delimiters = [f"  {result['filename']}: {describe_delimiter(result['delimiter'])}"
+                  for result in results if result["delimiter"] not in (None, ",")]
+    if delimiters:
+        lines += ["", "Columns separated by other than commas:", *delimiters]
     for result in results:
         if result["attempts"] > 1:
             lines += ["", *format_attempts(result)]
@@ -1188,10 +1197,6 @@ def header_problem(lines: list[str], file_format: CsvFormat) -> FileProblem | No
     return None
 
 
-def describe_delimiter(delimiter: str) -> str:
-    return "tab" if delimiter == "\t" else repr(delimiter)
-
-
 def guess_delimiter(lines: list[str], file_format: CsvFormat) -> str:
     """Return the delimiter of a header: a comma, unless the required columns are there only
     with one of OTHER_DELIMITERS; raise FileProblem when they are with none, or with several."""
@@ -1202,10 +1207,9 @@ def guess_delimiter(lines: list[str], file_format: CsvFormat) -> str:
             if header_problem(lines, file_format._replace(delimiter=delimiter)) is None]
     if len(fits) == 1:
         return fits[0]
-    tried = ", ".join(map(describe_delimiter, (",", *OTHER_DELIMITERS)))
     if not fits:
-        raise FileProblem(f"{comma_problem} (tried {tried} between columns; "
-                          "try --delimiter)") from None
+        others = ", ".join(map(describe_delimiter, OTHER_DELIMITERS))
+        raise FileProblem(f"{comma_problem} (between commas; {others} did no better)")
     both = " and ".join(map(describe_delimiter, fits))
     raise FileProblem(f"Header has the required columns with {both} between them: "
                       "say which with --delimiter")
