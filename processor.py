@@ -2443,7 +2443,7 @@ def positive_seconds(text: str) -> float:
 def text_encoding(text: str) -> str:
     """Parse an option value that must name an encoding Python can decode text with."""
     try:
-        b"".decode(text)
+        b"x".decode(text, "ignore")  # an empty string would never look the codec up
     except LookupError:
         raise argparse.ArgumentTypeError(f"not a text encoding Python knows: {text!r} "
                                          "(try utf-8, cp1252, latin-1 or utf-16)") from None

@@ -1,6 +1,7 @@
 """--watch DIR: files taken from DIR/incoming only once complete, claimed by one rename, their
 results forced to DIR/results.jsonl before they move on, and nothing lost to Ctrl-C or kill -9."""
 import asyncio
+import gzip
 import hashlib
 import io
 import json
@@ -546,6 +547,21 @@ def test_the_end_of_each_file_is_printed_on_stderr_as_it_happens(tmp_path):
     stdout, stderr = stop(watcher)
 
     assert f"finished {root / 'done' / 'client.csv'} (3 valid, 1 rejected)\n" in stderr
+
+
+def test_the_watcher_reads_gzipped_files_with_the_reading_options(tmp_path):
+    root = tmp_path / "inbox"
+    watcher = start_watcher(root, "--delay", "0", "--decimal-comma")
+    wait_for(lambda: (root / "incoming").is_dir())
+    text = "transaction_id;customer_id;amount;date;category\nT1;C1;2,50;2024-01-05;fees\n"
+    (root / "incoming" / "EUROPE.CSV.GZ").write_bytes(gzip.compress(text.encode()))
+    wait_for(lambda: (root / "done" / "EUROPE.CSV.GZ").exists())
+
+    stop(watcher)
+
+    [line] = read_results(root)
+    assert line["delimiter"] == ";"
+    assert line["total_amount_exact"] == "2.50"
 
 
 def test_a_file_left_in_processing_is_recovered_at_start(tmp_path):
