@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import gzip
 import io
 import json
 import os
@@ -100,6 +101,19 @@ def processor_run(path: Path) -> int:
     return asyncio.run(processor.process_file(str(path), delay=0))["total_transactions"]
 
 
+def client_files_run(path: Path) -> int:
+    """process_file as the command line runs it: the opener for client files, delimiter guessed."""
+    opener = processor.ClientFiles(decimal_comma=path.name.startswith("europe")).open
+    return asyncio.run(processor.process_file(str(path), delay=0,
+                                              open_input=opener))["total_transactions"]
+
+
+def write_european(source: Path, path: Path) -> None:
+    """Write source as Excel writes it in much of Europe: semicolons, and decimal commas."""
+    text = source.read_text(encoding="utf-8")
+    path.write_text(text.replace(",", ";").replace(".", ","), encoding="utf-8")
+
+
 def without_fast_path(path: Path) -> int:
     """process_file with every chunk left to the csv module and check_row."""
     fast_path = processor.check_simple_lines
@@ -128,8 +142,8 @@ def best_rows_per_second(readers: list[Callable[[Path], int]], path: Path,
 
 
 def measure_throughput(path: Path, sizes: Sizes) -> list[Figure]:
-    speeds = best_rows_per_second([typical_baseline, floor_baseline, processor_run, without_fast_path],
-                                  path, sizes.runs)
+    speeds = best_rows_per_second([typical_baseline, floor_baseline, processor_run, without_fast_path,
+                                   client_files_run], path, sizes.runs)
     ours = speeds["processor_run"]
     over_slow_path = ours / speeds["without_fast_path"]
     over_typical = ours / speeds["typical_baseline"]
@@ -147,20 +161,36 @@ def measure_throughput(path: Path, sizes: Sizes) -> list[Figure]:
     ]
 
 
+def measure_client_files(path: Path, european: Path, sizes: Sizes) -> list[Figure]:
+    """How the command line's reader, which also reads other encodings, delimiters and gzip,
+    compares with the lesson's on the same plain file, and on its European twin."""
+    plain = best_rows_per_second([processor_run, client_files_run], path, sizes.runs)
+    twin = best_rows_per_second([client_files_run], european, sizes.runs)["client_files_run"]
+    ours, lesson = plain["client_files_run"], plain["processor_run"]
+    return [
+        Figure("client files reader vs the lesson's, plain file",
+               f"{ours / lesson:.2f}x ({ours / 1e6:.2f} vs {lesson / 1e6:.2f} M rows/s)",
+               ">= 0.95x", ours / lesson >= 0.95),
+        Figure("';' and decimal commas vs commas, client reader",
+               f"{twin / ours:.2f}x ({twin / 1e6:.2f} M rows/s)", ">= 0.80x", twin / ours >= 0.8),
+    ]
+
+
 # --- 2. Peak memory ---
 
 CHILD = """
 import asyncio, sys
 sys.path.insert(0, sys.argv[1])
 import processor
-asyncio.run(processor.process_file(sys.argv[2], delay=0))
+asyncio.run(processor.process_file(sys.argv[2], delay=0, open_input=processor.ClientFiles().open))
 status = open("/proc/self/status").read()
 print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 """
 
 
 def peak_memory_mib(path: Path) -> float:
-    """Return the high-water mark of a fresh process that runs process_file on path."""
+    """Return the high-water mark of a fresh process that runs process_file on path, as the
+    command line does."""
     # VmHWM is the child's own peak; ru_maxrss of children can carry the parent's size over.
     child = subprocess.run([sys.executable, "-c", CHILD, str(REPOSITORY), str(path)],
                            capture_output=True, text=True, check=True)
@@ -169,11 +199,18 @@ def peak_memory_mib(path: Path) -> float:
 
 def measure_memory(small: Path, big: Path, small_rows: int, big_rows: int) -> list[Figure]:
     small_peak, big_peak = peak_memory_mib(small), peak_memory_mib(big)
+    gzipped = big.with_name(big.name + ".gz")
+    with open(big, "rb") as source, gzip.open(gzipped, "wb", compresslevel=1) as target:
+        shutil.copyfileobj(source, target)
+    gzipped_peak = peak_memory_mib(gzipped)
     ratio = big_peak / small_peak
     return [
         Figure(f"peak memory, {big_rows:,} rows vs {small_rows:,}",
                f"{ratio:.2f}x ({big_peak:.1f} vs {small_peak:.1f} MiB)", "<= 1.10x", ratio <= 1.1),
         Figure(f"peak memory, {big_rows:,} rows", f"{big_peak:.1f} MiB", "<= 30 MiB", big_peak <= 30),
+        Figure(f"peak memory, {big_rows:,} rows gzipped vs plain",
+               f"{gzipped_peak / big_peak:.2f}x ({gzipped_peak:.1f} MiB)", "<= 1.10x",
+               gzipped_peak <= 1.1 * big_peak),
     ]
 
 
@@ -310,7 +347,10 @@ def run_all(folder: Path, sizes: Sizes) -> list[Figure]:
     for copy in copies:
         shutil.copyfile(one, copy)
     (folder / "small").mkdir()
+    european = folder / "europe.csv"
+    write_european(one, european)
     return (measure_throughput(one, sizes)
+            + measure_client_files(one, european, sizes)
             + measure_memory(one, big, sizes.rows, sizes.big_rows)
             + measure_responsiveness([one, *copies], folder)
             + measure_scheduling(folder / "scheduling", sizes.scheduled_rows)
