@@ -28,6 +28,8 @@ call the core makes forward is to the faster reader).
                        hold no slot, gather, and the spinner and monitor cancelled in finally
     The report         the human report, the JSON, and the exit status
     Reading faster     a chunk of simple lines split and checked at once: four times faster
+    Client files       the opener the command line uses: other encodings (a byte-order mark
+                       decides), a delimiter found in the header, decimal commas, .gz, stdin
     Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
     Keeping rejects    --rejects: a reader around process_file that keeps every rejected row
                        in a temporary file, named for good only once its input was read whole
@@ -464,7 +466,7 @@ def follow_file(fd: int, lines: Iterator[str], file_format: CsvFormat) -> CsvInp
 @contextmanager
 def open_csv(filename: str) -> Iterator[CsvInput]:
     """Open a UTF-8 file with commas between its columns: the only kind the lesson needs.
-    ("Reading client files", after the report, opens the others.)"""
+    ("Client files", after the report, opens the others.)"""
     check_regular_file(filename)
     # The file is streamed, never read whole. A bad byte must not end the file, only its row:
     # surrogateescape keeps it as a marker that check_row finds.
@@ -1122,7 +1124,7 @@ def fold_simple_chunk(lines: list[str], columns: Columns, tally: FileTally,
     return True
 
 
-# --- Reading client files ---
+# --- Client files ---
 
 # The lesson's files are UTF-8 with commas between columns. Clients send others: a Windows
 # export in cp1252, Excel's "Unicode text" (UTF-16 with a byte-order mark), semicolons or tabs
@@ -1140,8 +1142,9 @@ UNDECODABLE = "processor.escape"
 
 
 def escape_undecodable(error: UnicodeError) -> tuple[str, int]:
-    """Keep each byte a codec cannot decode as the lone surrogate U+DC00 + byte, as
-    surrogateescape does; it refuses bytes below 128, which UTF-16 and UTF-32 can get wrong."""
+    """Keep each byte a codec cannot decode as the lone surrogate U+DC00 + byte. This is what
+    surrogateescape does, but that handler gives up on a bad byte below 128, and in UTF-16 or
+    UTF-32 any byte can be one."""
     if not isinstance(error, UnicodeDecodeError):
         raise error
     bad_bytes = error.object[error.start:error.end]
@@ -1251,7 +1254,7 @@ class ClientFiles:
         """Open standard input; it cannot be read twice, so no error of it is worth a retry."""
         stdin = sys.stdin.buffer if sys.stdin is not None else None
         if not isinstance(stdin, io.BufferedReader):  # closed (<&-), or replaced
-            raise FileProblem("Standard input is closed")
+            raise FileProblem("Standard input is closed or cannot be read")
         try:
             with self.read_text(stdin) as (lines, file_format):
                 yield CsvInput(lines, file_format, bytes_read=lambda: 0, check_unchanged=ignore)
@@ -2480,18 +2483,20 @@ exit status:
   1    a file could not be processed (missing, unreadable, empty, bad header, changed
        while being read; after its retries, if any), a result could not be saved to
        --db, or --watch could not record a result or move a file and stopped
-  2    usage error: no files (or a directory with no *.csv files), a bad option value,
-       or a --db, --rejects or --watch path that cannot be used
+  2    usage error: no files (a directory with none, or that cannot be listed), a bad
+       option value, or a --db, --rejects or --watch path that cannot be used
   130  interrupted by Ctrl-C: what finished is reported and the rest named; --watch
        sums up its session and puts the files in progress back in DIR/incoming
 
 examples:
   python processor.py sample_data/*.csv
   python processor.py --json --delay 0 sample_data | jq .summary
+  zcat export.csv.gz | python processor.py --encoding cp1252 --decimal-comma -
   python processor.py --watch inbox --db results.db
 
-README.md tells more of each option, with real output: how retries wait, the tables of
---db, the rejects files, the dashboard, the timeline, and the folders of --watch.
+README.md tells more of each option, with real output: files from the real world, how
+retries wait, the tables of --db, the rejects files, the dashboard, the timeline, and the
+folders of --watch.
 """
 
 
@@ -2547,7 +2552,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "same NAME get NAME-2, NAME-3... (default: not written)")
     parser.add_argument("--watch", type=file_path, metavar="DIR",
                         help="instead of FILE_OR_DIR, run until Ctrl-C processing each *.csv "
-                             "file that arrives complete in DIR/incoming: its result goes to "
+                             "or *.csv.gz file that arrives complete in DIR/incoming: its result goes to "
                              "DIR/results.jsonl, then it moves to DIR/done or DIR/failed "
                              "(default: off)")
     parser.add_argument("--poll", type=positive_seconds, metavar="SECONDS",
