@@ -131,7 +131,7 @@ class FileResult(TypedDict):
     invalid_rows: int
     row_errors: list[RowError]
     error: str | None
-    delimiter: str | None  # what separated the columns; None when the header was never read
+    delimiter: str | None  # what separated the columns of a completed file; None for any other
     retryable: bool  # the error may pass (missing, unreadable, changed while read): try again
     attempts: int  # more than 1 when the coordinator tried the file again
     earlier_errors: list[str]  # the error of each attempt before the last, in order
@@ -190,6 +190,10 @@ class FileProblem(Exception):
     may_pass = False  # reading the file again would find the same problem
 
 
+class EmptyFile(FileProblem):
+    """The file has no header: it is empty, or holds only blank lines."""
+
+
 class FileChanged(FileProblem):
     """The file changed while it was read, so its figures would be wrong; a new read may not."""
     may_pass = True
@@ -205,8 +209,9 @@ def is_blank(fields: list[str]) -> bool:
 def is_undecodable(text: str) -> bool:
     """Whether text holds bytes that its encoding could not decode.
 
-    Files are read with errors="surrogateescape", which keeps each bad byte as a lone surrogate
-    character; those are the only characters that cannot be encoded back to UTF-8.
+    Files are read with an error handler (surrogateescape, for UTF-8) that keeps each bad byte
+    as a lone surrogate character; those are the only characters that cannot be encoded back to
+    UTF-8.
     """
     if text.isascii():
         return False
@@ -220,6 +225,8 @@ def is_undecodable(text: str) -> bool:
 def readable_text(text: str) -> str:
     """Return text with each byte that could not be decoded written as \\xNN: nothing lost, and
     printable anywhere that takes UTF-8."""
+    # Done by hand, not by encoding with surrogateescape: that knows only the bytes from 128
+    # up, and in UTF-16 a byte below 128 can be a bad one too (see escape_undecodable).
     if not is_undecodable(text):
         return text
     return "".join(f"\\x{ord(char) - 0xDC00:02x}" if "\udc00" <= char <= "\udcff" else char
@@ -231,7 +238,7 @@ def is_plain_decimal(text: str) -> bool:
     return PLAIN_DECIMAL.fullmatch(text) is not None
 
 
-def plain_amount(text: str, decimal_comma: bool) -> str | None:
+def plain_amount(text: str, *, decimal_comma: bool) -> str | None:
     """Return an amount as plain decimal text with a point, or None if it is not one. With a
     decimal comma, `-0,5` is read as -0.5 and a point is refused: it would separate thousands."""
     if decimal_comma:
@@ -274,13 +281,13 @@ def find_columns(header: list[str], file_format: CsvFormat = CsvFormat()) -> Col
         problem = f"Header lacks required column(s): {', '.join(missing)}"
         # Bad bytes, or the NULs of UTF-16 read as one-byte text: the names may be there, unread.
         if any(is_undecodable(name) or "\0" in name for name in names):
-            problem += (f"; it is not valid {file_format.encoding}, so the file may be in another "
-                        "encoding (try --encoding)")
+            problem += (f"; the header does not read as {file_format.encoding} text, so the file "
+                        "may be in another encoding: try --encoding")
         raise FileProblem(problem)
     return Columns(names, tuple(positions[column] for column in REQUIRED_COLUMNS), file_format)
 
 
-def amount_problem(amount: str, decimal_comma: bool) -> str:
+def amount_problem(amount: str, *, decimal_comma: bool) -> str:
     """Return why an amount that plain_amount refused is not one, with a hint where one helps."""
     if decimal_comma:
         return f"amount {shorten(amount)} is not a plain decimal number with a decimal comma"
@@ -290,12 +297,12 @@ def amount_problem(amount: str, decimal_comma: bool) -> str:
     return problem
 
 
-def row_problems(values: list[str], decimal_comma: bool) -> str:
+def row_problems(values: list[str], *, decimal_comma: bool) -> str:
     """Return why a row is rejected, given its required values stripped, in REQUIRED_COLUMNS order."""
     problems = [f"{name} is empty" for name, value in zip(REQUIRED_COLUMNS, values) if not value]
     _, _, amount, day, _ = values
-    if amount and plain_amount(amount, decimal_comma) is None:
-        problems.append(amount_problem(amount, decimal_comma))
+    if amount and plain_amount(amount, decimal_comma=decimal_comma) is None:
+        problems.append(amount_problem(amount, decimal_comma=decimal_comma))
     if day and not is_calendar_date(day):
         problems.append(f"date {shorten(day)} is not a real YYYY-MM-DD date")
     return "; ".join(problems)
@@ -312,10 +319,10 @@ def check_row(fields: list[str], columns: Columns) -> Transaction | str:
     values = [fields[i].strip() for i in columns.positions]
     _, _, amount, day, category = values
     decimal_comma = columns.format.decimal_comma
-    exact = plain_amount(amount, decimal_comma)
-    if exact is not None and all(values) and is_calendar_date(day):
-        return Transaction(Decimal(exact), day, category)
-    return row_problems(values, decimal_comma)
+    plain = plain_amount(amount, decimal_comma=decimal_comma)
+    if plain is not None and all(values) and is_calendar_date(day):
+        return Transaction(Decimal(plain), day, category)
+    return row_problems(values, decimal_comma=decimal_comma)
 
 
 # --- Tallying a file ---
@@ -424,6 +431,9 @@ def ignore(*details: object) -> None:
     """The default of every hook an extra may plug in: hear of something, and do nothing."""
 
 
+RejectedHook = Callable[[tuple[str, ...], list[RejectedRow]], None]  # the header's names, the rows
+
+
 def check_regular_file(filename: str) -> None:
     """Raise FileProblem unless filename is a regular file, so a FIFO or device is never opened."""
     mode = os.stat(filename).st_mode
@@ -452,10 +462,11 @@ class CsvInput(NamedTuple):
     check_unchanged: Callable[[], None]  # raise FileChanged if the file changed since it was opened
 
 
+# How process_file opens a file: called with its name, in a with statement.
 Opener = Callable[[str], AbstractContextManager[CsvInput]]
 
 
-def follow_file(fd: int, lines: Iterator[str], file_format: CsvFormat) -> CsvInput:
+def input_from_descriptor(fd: int, lines: Iterator[str], file_format: CsvFormat) -> CsvInput:
     """Return the input of a file's lines, read from its descriptor fd: progress and changes
     are told from the file's bytes."""
     before = os.fstat(fd)
@@ -465,13 +476,12 @@ def follow_file(fd: int, lines: Iterator[str], file_format: CsvFormat) -> CsvInp
 
 @contextmanager
 def open_csv(filename: str) -> Iterator[CsvInput]:
-    """Open a UTF-8 file with commas between its columns: the only kind the lesson needs.
-    ("Client files", after the report, opens the others.)"""
+    """Open a UTF-8 file with commas between its columns: the only kind the lesson needs."""
     check_regular_file(filename)
     # The file is streamed, never read whole. A bad byte must not end the file, only its row:
     # surrogateescape keeps it as a marker that check_row finds.
     with open(filename, encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
-        yield follow_file(file.fileno(), iter(file), CsvFormat())
+        yield input_from_descriptor(file.fileno(), iter(file), CsvFormat())
 
 
 class ChunkReader:
@@ -493,7 +503,7 @@ class ChunkReader:
                     return find_columns(fields, file_format)
         except csv.Error as error:
             raise FileProblem(f"Header cannot be read as CSV: {error}") from None
-        raise FileProblem("Empty file: no header row")
+        raise EmptyFile("Empty file: no header row")
 
     def fold_chunk(self, tally: FileTally) -> int:
         """Fold the next ROWS_PER_CHUNK records into tally; return how many there were."""
@@ -531,8 +541,7 @@ class ChunkReader:
 
 async def process_file(
         filename: str, *, delay: float = 0.1, progress: FileProgress | None = None,
-        on_rejected: Callable[[tuple[str, ...], list[RejectedRow]], None] = ignore,
-        open_input: Opener = open_csv) -> FileResult:
+        on_rejected: RejectedHook = ignore, open_input: Opener = open_csv) -> FileResult:
     """Return one CSV file's statistics.
 
     Never raises for a file-level problem (missing, not a regular file, unreadable, empty,
@@ -546,11 +555,9 @@ async def process_file(
     started = time.perf_counter()
     progress = FileProgress() if progress is None else progress
     tally = progress.tally
-    delimiter = None
     try:
         with open_input(filename) as source:
             reader = ChunkReader(source.lines, source.format)
-            delimiter = source.format.delimiter
             while reader.fold_chunk(tally) == ROWS_PER_CHUNK:
                 # Handed over chunk by chunk, rejected rows never fill the memory.
                 on_rejected(reader.columns.names, tally.take_rejected())
@@ -564,14 +571,12 @@ async def process_file(
     except OSError as error:
         # Missing or unreadable now need not be for good: an upload ends, a permission is fixed.
         return file_result(filename, "error", error=error.strerror or str(error),
-                           seconds=time.perf_counter() - started, delimiter=delimiter,
-                           retryable=True)
+                           seconds=time.perf_counter() - started, retryable=True)
     except FileProblem as problem:
         return file_result(filename, "error", error=str(problem),
-                           seconds=time.perf_counter() - started, delimiter=delimiter,
-                           retryable=problem.may_pass)
+                           seconds=time.perf_counter() - started, retryable=problem.may_pass)
     return file_result(filename, "completed", tally, seconds=time.perf_counter() - started,
-                       delimiter=delimiter)
+                       delimiter=reader.columns.format.delimiter)
 
 
 # --- The spinner ---
@@ -1061,7 +1066,7 @@ class SimpleRows(NamedTuple):
     categories: list[str]
 
 
-def split_simple_lines(lines: list[str], width: int, delimiter: str = ",") -> list[str] | None:
+def split_simple_lines(lines: list[str], width: int, delimiter: str) -> list[str] | None:
     """Return the fields of a chunk of simple lines, each row followed by a "\n" field, or None
     if a line is not simple or not `width` fields long. Simple lines are whole lines that csv
     would split at every delimiter: no quotes, no bad bytes, no field over csv's size limit."""
@@ -1128,17 +1133,19 @@ def fold_simple_chunk(lines: list[str], columns: Columns, tally: FileTally,
 
 # The lesson's files are UTF-8 with commas between columns. Clients send others: a Windows
 # export in cp1252, Excel's "Unicode text" (UTF-16 with a byte-order mark), semicolons or tabs
-# between columns, amounts written 12,50, a file gzipped, or a pipe. ClientFiles.open is an
-# opener for process_file that reads all of them; what it learns (the encoding, the delimiter)
-# goes into the CsvFormat the core reads rows with, so every row is checked by the same rules.
+# between columns, amounts written 12,50, a file gzipped, or a pipe. ClientFiles.open_input is
+# an opener for process_file that reads all of them; what it learns (the encoding, the
+# delimiter) goes into the CsvFormat the core reads rows with, so every row meets the same rules.
 
 STDIN = "-"  # the name that means: read standard input
 OTHER_DELIMITERS = (";", "\t", "|")  # tried, in this order, when a header fits none at commas
+MAX_HEADER_LINES = 100  # how far to look for the header's end, should a quote never close
 # Each byte-order mark, and the codec that reads the text after it, whatever --encoding says.
+# UTF-32's little-endian mark begins with UTF-16's, so it must be tried first.
 BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                     (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                     (codecs.BOM_UTF16_BE, "utf-16"))
-UNDECODABLE = "processor.escape"
+ESCAPE_UNDECODABLE = "processor.escape_undecodable"  # the name of the error handler below
 
 
 def escape_undecodable(error: UnicodeError) -> tuple[str, int]:
@@ -1151,7 +1158,7 @@ def escape_undecodable(error: UnicodeError) -> tuple[str, int]:
     return "".join(chr(0xDC00 + byte) for byte in bad_bytes), error.end
 
 
-codecs.register_error(UNDECODABLE, escape_undecodable)
+codecs.register_error(ESCAPE_UNDECODABLE, escape_undecodable)
 
 
 def is_csv_name(name: str) -> bool:
@@ -1173,7 +1180,7 @@ def choose_codec(start: bytes, encoding: str) -> tuple[str, str]:
 
 def read_header_lines(lines: Iterator[str]) -> list[str]:
     """Read lines up to the header's last: the first line with more than blanks and
-    delimiters, and any its quotes run on into."""
+    delimiters, and any its quotes run on into (MAX_HEADER_LINES at most)."""
     read: list[str] = []
     started = False
     quotes = 0
@@ -1181,7 +1188,7 @@ def read_header_lines(lines: Iterator[str]) -> list[str]:
         read.append(line)
         started = started or bool(line.strip(" \r\n," + "".join(OTHER_DELIMITERS)))
         quotes += line.count('"')
-        if started and quotes % 2 == 0 or len(read) > ROWS_PER_CHUNK:
+        if (started and quotes % 2 == 0) or len(read) == MAX_HEADER_LINES:
             break
     return read
 
@@ -1189,12 +1196,7 @@ def read_header_lines(lines: Iterator[str]) -> list[str]:
 def header_problem(lines: list[str], file_format: CsvFormat) -> FileProblem | None:
     """Return why the header in these lines is unusable with this format, or None if it is not."""
     try:
-        header = next((fields for fields in csv.reader(lines, delimiter=file_format.delimiter)
-                       if not is_blank(fields)), None)
-        if header is not None:
-            find_columns(header, file_format)
-    except csv.Error as error:
-        return FileProblem(f"Header cannot be read as CSV: {error}")
+        ChunkReader(lines, file_format)  # it reads the header, and nothing more
     except FileProblem as problem:
         return problem
     return None
@@ -1202,17 +1204,18 @@ def header_problem(lines: list[str], file_format: CsvFormat) -> FileProblem | No
 
 def guess_delimiter(lines: list[str], file_format: CsvFormat) -> str:
     """Return the delimiter of a header: a comma, unless the required columns are there only
-    with one of OTHER_DELIMITERS; raise FileProblem when they are with none, or with several."""
+    with one of OTHER_DELIMITERS. A file with no header is left to the comma, whose reader
+    will say so. Raise FileProblem when the columns are there with none, or with several."""
     comma_problem = header_problem(lines, file_format)
-    if comma_problem is None:
+    if comma_problem is None or isinstance(comma_problem, EmptyFile):
         return ","
     fits = [delimiter for delimiter in OTHER_DELIMITERS
             if header_problem(lines, file_format._replace(delimiter=delimiter)) is None]
     if len(fits) == 1:
         return fits[0]
     if not fits:
-        others = ", ".join(map(describe_delimiter, OTHER_DELIMITERS))
-        raise FileProblem(f"{comma_problem} (between commas; {others} did no better)")
+        tried = ", ".join(map(describe_delimiter, (",", *OTHER_DELIMITERS)))
+        raise FileProblem(f"{comma_problem}; tried {tried} between columns")
     both = " and ".join(map(describe_delimiter, fits))
     raise FileProblem(f"Header has the required columns with {both} between them: "
                       "say which with --delimiter")
@@ -1220,38 +1223,44 @@ def guess_delimiter(lines: list[str], file_format: CsvFormat) -> str:
 
 @dataclass(frozen=True)
 class ClientFiles:
-    """How to read the files clients send; `open` is an opener for process_file."""
+    """How to read the files clients send; open_input is an opener for process_file."""
     encoding: str = "utf-8"  # unless a byte-order mark says otherwise
     delimiter: str | None = None  # None: a comma, or another the header shows
     decimal_comma: bool = False
 
-    @contextmanager
-    def open(self, filename: str) -> Iterator[CsvInput]:
-        """Open a file, gzipped if its name ends .gz, or standard input for `-`."""
+    def open_input(self, filename: str) -> AbstractContextManager[CsvInput]:
+        """Open standard input for `-`, a file through gzip if its name ends .gz, else a file."""
         if filename == STDIN:
-            with self.open_stdin() as source:
-                yield source
-            return
+            return self.open_stdin()
+        if filename.lower().endswith(".gz"):
+            return self.open_gzip(filename)
+        return self.open_file(filename)
+
+    @contextmanager
+    def open_file(self, filename: str) -> Iterator[CsvInput]:
         check_regular_file(filename)
-        with open(filename, "rb") as raw:
-            if not filename.lower().endswith(".gz"):
-                with self.read_text(raw) as (lines, file_format):
-                    yield follow_file(raw.fileno(), lines, file_format)
-                return
-            import gzip
-            import zlib
-            try:
+        with open(filename, "rb") as raw, self.read_text(raw) as (lines, file_format):
+            yield input_from_descriptor(raw.fileno(), lines, file_format)
+
+    @contextmanager
+    def open_gzip(self, filename: str) -> Iterator[CsvInput]:
+        import gzip
+        import zlib
+        check_regular_file(filename)
+        try:
+            with open(filename, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped, \
+                    self.read_text(unzipped) as (lines, file_format):
                 # Progress and changes are told from the compressed bytes: those are the file.
-                with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped, \
-                        self.read_text(unzipped) as (lines, file_format):
-                    yield follow_file(raw.fileno(), lines, file_format)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as error:
-                # A file cut short is not read to its end: none of its rows may count.
-                raise FileProblem(f"Cannot be read as gzip: {error}") from None
+                yield input_from_descriptor(raw.fileno(), lines, file_format)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+            # Raised as the rows are read, it comes out of process_file's with block through
+            # here. A file cut short was not read to its end: none of its rows may count.
+            raise FileProblem(f"Cannot be read as gzip: {error}") from None
 
     @contextmanager
     def open_stdin(self) -> Iterator[CsvInput]:
-        """Open standard input; it cannot be read twice, so no error of it is worth a retry."""
+        """Open standard input. It cannot be read twice, so no error of it is worth a retry:
+        each is a FileProblem, not an OSError."""
         stdin = sys.stdin.buffer if sys.stdin is not None else None
         if not isinstance(stdin, io.BufferedReader):  # closed (<&-), or replaced
             raise FileProblem("Standard input is closed or cannot be read")
@@ -1266,7 +1275,7 @@ class ClientFiles:
                   ) -> Iterator[tuple[Iterator[str], CsvFormat]]:
         """Read binary as lines of text; yield them, and the format they are written in."""
         codec, encoding = choose_codec(binary.peek(4)[:4], self.encoding)
-        text = io.TextIOWrapper(binary, encoding=codec, errors=UNDECODABLE, newline="")
+        text = io.TextIOWrapper(binary, encoding=codec, errors=ESCAPE_UNDECODABLE, newline="")
         try:
             file_format = CsvFormat(encoding, self.delimiter or ",", self.decimal_comma)
             if self.delimiter is not None:
@@ -1276,7 +1285,9 @@ class ClientFiles:
                 delimiter = guess_delimiter(header, file_format)
                 yield itertools.chain(header, text), file_format._replace(delimiter=delimiter)
         finally:
-            text.detach()  # closing it would close binary, which is its opener's to close
+            # Once text is garbage, it would close binary: the caller's to close, and for
+            # standard input, sys.stdin's. Detached, it lets go of binary as it is.
+            text.detach()
 
 
 # --- Saving to SQLite ---
@@ -2474,15 +2485,16 @@ EPILOG = """\
 A valid row has every required column (transaction_id, customer_id, amount, date,
 category: any order, any case, extra columns ignored), as many fields as the header,
 non-empty ids and category, an amount in plain decimal notation (12, -3.00, .5; no $,
-thousands separators or exponents) and a real YYYY-MM-DD date. Other rows are rejected,
-listed with their line number and reason, and left out of every figure. Amounts are
-summed exactly. Progress goes to stderr; the report or the JSON to stdout.
+thousands separators or exponents; 12,50 with --decimal-comma) and a real YYYY-MM-DD
+date. Other rows are rejected, listed with their line number and reason, and left out
+of every figure. Amounts are summed exactly. Progress goes to stderr; the report or the
+JSON to stdout.
 
 exit status:
   0    every file completed (some rows may have been rejected)
-  1    a file could not be processed (missing, unreadable, empty, bad header, changed
-       while being read; after its retries, if any), a result could not be saved to
-       --db, or --watch could not record a result or move a file and stopped
+  1    a file could not be processed (missing, unreadable, empty, bad header, damaged
+       gzip, changed while being read; after its retries, if any), a result could not
+       be saved to --db, or --watch could not record a result or move a file and stopped
   2    usage error: no files (a directory with none, or that cannot be listed), a bad
        option value, or a --db, --rejects or --watch path that cannot be used
   130  interrupted by Ctrl-C: what finished is reported and the rest named; --watch
@@ -2520,9 +2532,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "UTF-8, UTF-16 or UTF-32 byte-order mark overrides it "
                              "(default: %(default)s)")
     parser.add_argument("--delimiter", type=delimiter_character, metavar="CHAR",
-                        help="the character between columns (tab: \\t) (default: a comma, or "
-                             "';', a tab or '|' when only that gives the header every required "
-                             "column)")
+                        help="the character between columns; tab or \\t for a tab (default: a "
+                             "comma, or ';', a tab or '|' when only that gives the header every "
+                             "required column)")
     parser.add_argument("--decimal-comma", action="store_true",
                         help="read amounts written with a decimal comma, 1234,50 (no thousands "
                              "separators; an amount with a point is rejected) (default: off)")
@@ -2587,7 +2599,7 @@ def csv_files_in(directory: str) -> list[str]:
     return [os.path.join(directory, name) for name in names]
 
 
-def file_identity(path: str) -> object:
+def file_identity(path: str) -> tuple[int, int] | str:
     """Return what every name of one file has in common: its device and inode number; for
     standard input or a file that cannot be seen, the name itself."""
     if path != STDIN:
@@ -2611,7 +2623,7 @@ def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
                 empty_directories.append(path)
         else:
             filenames.append(path)
-    first_names: dict[object, str] = {}
+    first_names: dict[tuple[int, int] | str, str] = {}
     for filename in filenames:
         first_names.setdefault(file_identity(filename), filename)
     return list(first_names.values()), empty_directories
@@ -2632,7 +2644,7 @@ def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list
     try:
         filenames, empty_directories = expand_paths(args.paths)
     except OSError as error:
-        print(f"processor.py: error: cannot list the folder {error.filename}: "
+        print(f"processor.py: error: cannot list the directory {error.filename}: "
               f"{error.strerror or error}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     for directory in empty_directories:
@@ -2655,9 +2667,17 @@ def start_database(path: str | None, settings: Settings,
 
 
 def client_reader(args: argparse.Namespace) -> FileReader:
-    """Return process_file, reading files as the options say (see ClientFiles)."""
+    """Return a reader that calls process_file, reading files as the options say (see
+    ClientFiles)."""
     client_files = ClientFiles(args.encoding, args.delimiter, args.decimal_comma)
-    return functools.partial(process_file, open_input=client_files.open)
+
+    async def read_client_file(filename: str, *, delay: float, progress: FileProgress,
+                               on_rejected: RejectedHook = ignore) -> FileResult:
+        # process_file is looked up at each call, as the coordinator does: a test may wrap it.
+        return await process_file(filename, delay=delay, progress=progress,
+                                  on_rejected=on_rejected, open_input=client_files.open_input)
+
+    return read_client_file
 
 
 def start_rejects(folder: str | None, filenames: list[str], read_file: FileReader) -> FileReader:
@@ -2766,8 +2786,8 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     try:
         recover_and_report(folders)
         db = start_database(args.db, settings, [])
-        print(f"Watching {folders.incoming} for *.csv files, up to {settings.max_concurrent} "
-              "at a time (Ctrl-C to stop)", file=sys.stderr)
+        print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up to "
+              f"{settings.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         run_on_screen(lambda screen: watch_folder(
             session, settings, poll=args.poll or WATCH_POLL_S, read_file=client_reader(args),
             on_result=save_and_log(db, events), on_retry=events.add_retry,

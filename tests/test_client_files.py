@@ -28,7 +28,7 @@ def json_results(done: subprocess.CompletedProcess) -> dict:
 
 async def read(path: str, **options) -> dict:
     """Process the file as the command line does, with its reading options."""
-    return await process_file(path, delay=0, open_input=ClientFiles(**options).open)
+    return await process_file(path, delay=0, open_input=ClientFiles(**options).open_input)
 
 
 # --- Encodings ---
@@ -123,9 +123,10 @@ async def test_a_header_lacking_columns_with_bad_bytes_suggests_another_encoding
     result = await read(path)
 
     assert result["status"] == "error"
-    assert result["error"].startswith("Header lacks required column(s): transaction_id, "
-                                      "customer_id, amount, date, category")
-    assert "not valid UTF-8" in result["error"] and "--encoding" in result["error"]
+    assert result["error"] == (
+        "Header lacks required column(s): transaction_id, customer_id, amount, date, category; "
+        "the header does not read as UTF-8 text, so the file may be in another encoding: try "
+        "--encoding; tried ',', ';', tab, '|' between columns")
 
 
 @pytest.mark.asyncio
@@ -135,7 +136,7 @@ async def test_utf16_without_a_mark_read_as_utf8_suggests_another_encoding(write
     result = await read(path)
 
     assert result["status"] == "error"
-    assert "--encoding" in result["error"]
+    assert "the header does not read as UTF-8 text" in result["error"]
 
 
 # --- Delimiters and decimal commas ---
@@ -230,7 +231,7 @@ async def test_a_header_that_fits_no_delimiter_says_what_was_tried(write_csv):
     result = await read(write_csv("other.csv", "date;payee;amount\n2024-01-01;shop;3\n"))
 
     assert result["error"] == ("Header lacks required column(s): transaction_id, customer_id, "
-                               "amount, date, category (between commas; ';', tab, '|' did no better)")
+                               "amount, date, category; tried ',', ';', tab, '|' between columns")
 
 
 @pytest.mark.asyncio
@@ -287,7 +288,7 @@ async def test_progress_of_a_gzipped_file_is_counted_in_compressed_bytes(write_c
     path = write_csv("big.csv.gz", gzip.compress((HEADER + rows).encode()))
     progress = processor.FileProgress()
 
-    await process_file(path, delay=0, progress=progress, open_input=ClientFiles().open)
+    await process_file(path, delay=0, progress=progress, open_input=ClientFiles().open_input)
 
     assert 0 < progress.bytes_read <= os.path.getsize(path)
 
@@ -306,7 +307,7 @@ async def test_a_damaged_gzip_file_is_an_error_and_none_of_its_rows_count(write_
 
     assert result["status"] == "error"
     assert result["error"].startswith("Cannot be read as gzip: ")
-    assert result["total_transactions"] == 0 and result["retryable"] is False
+    assert result["retryable"] is False
 
 
 # --- Standard input ---
@@ -323,8 +324,9 @@ def test_standard_input_is_read_as_a_file_named_dash():
     assert result["row_errors"] == [{"line": 3, "reason": "amount 'bad' is not a plain decimal number"}]
 
 
-def test_standard_input_streams_through_a_pipe_beside_a_file(write_csv):
-    path = write_csv("one.csv", HEADER + "T1,C1,1,2024-01-01,a\n")  # no point: see below
+def test_standard_input_through_a_pipe_beside_a_file(write_csv):
+    # 1, not 1.00: --decimal-comma applies to every file, and would reject the point.
+    path = write_csv("one.csv", HEADER + "T1,C1,1,2024-01-01,a\n")
     producer = subprocess.Popen([sys.executable, "-c", "import sys\n"
                                  "sys.stdout.write('transaction_id;customer_id;amount;date;category\\n')\n"
                                  "for n in range(3000): sys.stdout.write(f'T{n};C;0,01;2024-01-01;a\\n')"],
@@ -339,13 +341,17 @@ def test_standard_input_streams_through_a_pipe_beside_a_file(write_csv):
     assert results[path]["total_amount_exact"] == "1"  # --decimal-comma applies to every file
 
 
-def test_standard_input_that_fails_is_not_retried():
-    done = run("--json", "--retries", "2", "--retry-delay", "0", "-", stdin=b"")
+def test_standard_input_that_cannot_be_read_is_not_retried(tmp_path):
+    missing = str(tmp_path / "missing.csv")  # beside it, a failure that is retried
+    done = subprocess.run([sys.executable, PROCESSOR, "--json", "--retries", "2",
+                           "--retry-delay", "0", "-", missing], capture_output=True, timeout=60,
+                          preexec_fn=lambda: os.close(0))  # run with standard input closed
 
-    result = json_results(done)["-"]
+    results = json_results(done)
     assert done.returncode == 1
-    assert result["error"] == "Empty file: no header row"
-    assert result["attempts"] == 1
+    assert results["-"]["error"] == "Standard input is closed or cannot be read"
+    assert results["-"]["attempts"] == 1
+    assert results[missing]["attempts"] == 3
 
 
 def test_standard_input_given_twice_is_a_usage_error():
@@ -401,7 +407,7 @@ def test_a_folder_gives_its_csv_and_csv_gz_files_in_any_case(tmp_path):
     assert batch["summary"]["total_amount_exact"] == "3.00"
 
 
-def test_a_folder_that_cannot_be_listed_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+def test_a_directory_that_cannot_be_listed_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     def refuse(path):
         raise PermissionError(13, "Permission denied", str(path))
 
@@ -411,7 +417,7 @@ def test_a_folder_that_cannot_be_listed_is_a_one_line_error(tmp_path, monkeypatc
         processor.main([str(tmp_path)])
 
     assert stopped.value.code == 2
-    assert capsys.readouterr().err == (f"processor.py: error: cannot list the folder {tmp_path}: "
+    assert capsys.readouterr().err == (f"processor.py: error: cannot list the directory {tmp_path}: "
                                        "Permission denied\n")
 
 
