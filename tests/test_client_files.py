@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import processor
-from processor import ClientFiles, process_file
+from processor import (ClientFiles, CsvFormat, choose_codec, delimiter_character,
+                       file_identity, guess_delimiter, process_file, read_header_lines)
 
 PROCESSOR = str(Path(__file__).resolve().parent.parent / "processor.py")
 HEADER = "transaction_id,customer_id,amount,date,category\n"
@@ -29,6 +30,56 @@ def json_results(done: subprocess.CompletedProcess) -> dict:
 async def read(path: str, **options) -> dict:
     """Process the file as the command line does, with its reading options."""
     return await process_file(path, delay=0, open_input=ClientFiles(**options).open_input)
+
+
+# --- The pure parts ---
+
+@pytest.mark.parametrize("start, asked, chosen", [
+    (codecs.BOM_UTF32_LE + b"t", "cp1252", ("utf-32", "UTF-32")),  # not taken for UTF-16's
+    (codecs.BOM_UTF16_LE + b"t\0", "cp1252", ("utf-16", "UTF-16")),
+    (codecs.BOM_UTF16_BE + b"\0t", "utf-8", ("utf-16", "UTF-16")),
+    (codecs.BOM_UTF8 + b"t", "latin-1", ("utf-8-sig", "UTF-8")),
+    (b"tran", "UTF8", ("utf-8-sig", "UTF-8")),
+    (b"tran", "cp1252", ("cp1252", "cp1252")),
+    (b"", "latin-1", ("latin-1", "latin-1")),
+])
+def test_a_byte_order_mark_chooses_the_codec_else_the_encoding_asked_for(start, asked, chosen):
+    assert choose_codec(start, asked) == chosen
+
+
+def test_header_lines_run_to_the_first_line_with_more_than_blanks_and_on_through_its_quotes():
+    lines = ["\n", ";;;;\n", 'transaction_id;"customer\n', 'id";amount\n', "T1;C1;2\n"]
+
+    assert read_header_lines(iter(lines)) == lines[:4]
+
+
+@pytest.mark.parametrize("header, delimiter", [
+    ("transaction_id,customer_id,amount,date,category\n", ","),
+    ("transaction_id;customer_id;amount;date;category\n", ";"),
+    ("transaction_id\tcustomer_id\tamount\tdate\tcategory\n", "\t"),
+    ("transaction_id|customer_id|amount|date|category\n", "|"),
+    # Every name at commas and at semicolons too: the comma is never second-guessed.
+    ("transaction_id,customer_id,amount,date,category,x;transaction_id;customer_id;amount;date;category\n", ","),
+    ("", ","),  # no header at all: the comma's reader will say the file is empty
+])
+def test_the_delimiter_is_the_one_that_gives_every_required_column(header, delimiter):
+    assert guess_delimiter([header], CsvFormat()) == delimiter
+
+
+def test_file_identity_is_the_device_and_inode_for_a_file_and_the_name_otherwise(tmp_path):
+    (tmp_path / "x.csv").write_text(HEADER)
+    os.symlink(tmp_path / "x.csv", tmp_path / "link.csv")
+    stats = os.stat(tmp_path / "x.csv")
+
+    assert file_identity(str(tmp_path / "link.csv")) == (stats.st_dev, stats.st_ino)
+    assert file_identity(str(tmp_path / "missing.csv")) == str(tmp_path / "missing.csv")
+    assert file_identity("-") == "-"
+
+
+@pytest.mark.parametrize("text, delimiter", [(";", ";"), ("tab", "\t"), ("TAB", "\t"),
+                                             ("\\t", "\t"), ("\t", "\t"), (" ", " ")])
+def test_a_delimiter_is_one_character_and_a_tab_may_be_named(text, delimiter):
+    assert delimiter_character(text) == delimiter
 
 
 # --- Encodings ---

@@ -415,6 +415,31 @@ async def test_the_fast_path_gives_exactly_what_the_csv_module_and_check_row_giv
     assert {**with_fast_path, "processing_time": 0} == {**without, "processing_time": 0}
 
 
+@pytest.mark.asyncio
+async def test_with_semicolons_and_decimal_commas_the_fast_path_agrees_with_the_csv_module(
+        write_csv, monkeypatch):
+    european = batch_crossing_file().replace(",", ";").replace("1.00", "1,00").replace("2.00", "2,00")
+    path = write_csv("europe.csv", european)
+    open_input = processor.ClientFiles(decimal_comma=True).open_input
+    fast_path_answers = []
+    real_check = processor.check_simple_lines
+
+    def recording_check(*args):
+        rows = real_check(*args)
+        fast_path_answers.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(processor, "check_simple_lines", recording_check)
+    with_fast_path = await process_file(path, delay=0, open_input=open_input)
+    monkeypatch.setattr(processor, "check_simple_lines", lambda *args: None)
+    without = await process_file(path, delay=0, open_input=open_input)
+
+    assert fast_path_answers == [False, True, False, False, True, False, False]
+    assert with_fast_path["total_amount_exact"] == "598.00"  # as in the comma-separated file
+    assert [error["line"] for error in with_fast_path["row_errors"]] == [101, 303]
+    assert {**with_fast_path, "processing_time": 0} == {**without, "processing_time": 0}
+
+
 def test_remembered_dates_stop_at_a_bound_and_the_date_range_stays_right(monkeypatch):
     monkeypatch.setattr(processor, "MAX_SEEN_DATES", 150)
     days = [date(2024, 1, 1) + timedelta(days=n) for n in range(400)]

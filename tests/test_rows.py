@@ -7,8 +7,8 @@ import pytest
 import csv
 
 from processor import (
-    Columns, FileProblem, FileTally, SimpleRows, Transaction, check_row, check_simple_lines,
-    find_columns, is_blank, top_category,
+    Columns, CsvFormat, FileProblem, FileTally, SimpleRows, Transaction, amount_problem, check_row,
+    check_simple_lines, find_columns, is_blank, plain_amount, readable_text, top_category,
 )
 
 COLUMNS = Columns(("transaction_id", "customer_id", "amount", "date", "category"), (0, 1, 2, 3, 4))
@@ -57,9 +57,21 @@ def test_missing_columns_are_named():
         find_columns(["transaction_id", "customer_id", "price", "day", "category"])
 
 
-def test_header_with_undecodable_bytes_is_a_file_problem():
-    with pytest.raises(FileProblem, match="UTF-8"):
-        find_columns(["transaction_id", "customer\udcff_id", "amount", "date", "category"])
+def test_a_header_lacking_a_column_with_undecodable_bytes_suggests_another_encoding():
+    with pytest.raises(FileProblem) as problem:
+        find_columns(["transaction_id", "customer\udcff_id", "amount", "date", "category"],
+                     CsvFormat(encoding="cp1252"))
+
+    assert str(problem.value) == ("Header lacks required column(s): customer_id; the header does "
+                                  "not read as cp1252 text, so the file may be in another "
+                                  "encoding: try --encoding")
+
+
+def test_an_undecodable_extra_column_name_is_no_problem():
+    columns = find_columns(["transaction_id", "customer_id", "amount", "date", "category",
+                            "Hist\udcf3rico"])
+
+    assert columns.positions == (0, 1, 2, 3, 4)
 
 
 def test_a_repeated_column_name_uses_its_first_column():
@@ -69,6 +81,34 @@ def test_a_repeated_column_name_uses_its_first_column():
 
 
 # --- One data row ---
+
+@pytest.mark.parametrize("text, decimal_comma, plain", [
+    ("12.50", False, "12.50"), ("12,50", False, None), ("12,50", True, "12.50"),
+    ("-0,5", True, "-0.5"), ("+1,0", True, "+1.0"), (",25", True, ".25"), ("5,", True, "5."),
+    ("12.50", True, None), ("1.234,50", True, None), ("1,2,3", True, None), ("-,", True, None),
+    (",", True, None), ("1e3", True, None),
+])
+def test_an_amount_is_plain_with_the_decimal_mark_of_its_file(text, decimal_comma, plain):
+    assert plain_amount(text, decimal_comma=decimal_comma) == plain
+
+
+@pytest.mark.parametrize("amount, reason", [
+    ("12,50", "amount '12,50' is not a plain decimal number (written with a decimal comma? "
+              "try --decimal-comma)"),
+    ("1,234.50", "amount '1,234.50' is not a plain decimal number"),  # thousands: no hint
+    ("$12", "amount '$12' is not a plain decimal number"),
+])
+def test_an_amount_with_a_decimal_comma_gets_a_hint_only_where_it_would_help(amount, reason):
+    assert amount_problem(amount, decimal_comma=False) == reason
+
+
+def test_with_a_decimal_comma_a_row_is_read_exactly_and_a_point_is_refused():
+    columns = COLUMNS._replace(format=CsvFormat(decimal_comma=True))
+
+    assert check_row(row(amount="-1234,05"), columns) == Transaction(Decimal("-1234.05"),
+                                                                     "2024-03-01", "dining")
+    assert check_row(row(amount="12.50"), columns) == ("amount '12.50' is not a plain decimal "
+                                                       "number with a decimal comma")
 
 @pytest.mark.parametrize("amount, expected", [
     ("12", "12"), ("12.5", "12.5"), ("-3.00", "-3.00"), (".5", "0.5"), ("4.", "4"),
@@ -113,6 +153,20 @@ def test_row_with_a_different_number_of_fields_than_the_header_is_rejected(field
     assert reason == f"has {len(fields)} fields, the header has 5"
 
 
+def test_the_reason_for_an_undecodable_byte_names_the_file_s_encoding_and_column():
+    columns = Columns(("transaction_id", "customer_id", "amount", "date", "category",
+                       "libell\udce9"), (0, 1, 2, 3, 4), CsvFormat(encoding="cp1252"))
+
+    assert check_row(row() + ["caf\udc81"], columns) == "libell\\xe9: not valid cp1252"
+
+
+@pytest.mark.parametrize("text, readable", [
+    ("plain", "plain"), ("caf\udce9", "caf\\xe9"), ("a\udc05b", "a\\x05b"), ("€", "€"),
+], ids=["ascii", "byte-from-128", "byte-below-128", "decoded"])
+def test_readable_text_writes_each_undecodable_byte_as_x_nn(text, readable):
+    assert readable_text(text) == readable
+
+
 def test_row_with_undecodable_bytes_is_rejected_naming_the_field():
     assert check_row(row(category="caf\udce9"), COLUMNS) == "category: not valid UTF-8"
 
@@ -155,6 +209,16 @@ def test_a_batch_of_simple_valid_lines_gives_its_figures():
 
     assert rows == SimpleRows(3, Decimal("13.00"), {"2024-03-05", "2024-01-20"},  # 12.50 - 0.25 + .75
                               ["dining", "fuel", "dining"])
+
+
+def test_a_batch_with_semicolons_and_decimal_commas_gives_its_figures():
+    columns = COLUMNS._replace(format=CsvFormat(delimiter=";", decimal_comma=True))
+    lines = ["T1;C1;1,50;2024-01-02;rent\n", "T2;C2;-0,25;2024-01-03;fees\n"]
+
+    rows = check_simple_lines(lines, columns, set())
+
+    assert rows == SimpleRows(2, Decimal("1.25"), {"2024-01-02", "2024-01-03"}, ["rent", "fees"])
+    assert check_simple_lines(["T3;C3;1.50;2024-01-02;rent\n"], columns, set()) is None
 
 
 def test_columns_are_taken_from_where_the_header_put_them():
