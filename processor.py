@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     import curses
     import gzip
     import sqlite3
+    from _typeshed import WriteableBuffer
 
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
 ROWS_PER_CHUNK = 100  # records (lines, in a simple file) read between two yields to the loop
@@ -292,7 +293,8 @@ def amount_problem(amount: str, *, decimal_comma: bool) -> str:
     if decimal_comma:
         return f"amount {shorten(amount)} is not a plain decimal number with a decimal comma"
     problem = f"amount {shorten(amount)} is not a plain decimal number"
-    if plain_amount(amount, decimal_comma=True) is not None:
+    # Three digits after the comma may as well be thousands (1,250): no hint for those.
+    if plain_amount(amount, decimal_comma=True) is not None and len(amount.partition(",")[2]) != 3:
         problem += " (written with a decimal comma? try --decimal-comma)"
     return problem
 
@@ -1139,7 +1141,9 @@ def fold_simple_chunk(lines: list[str], columns: Columns, tally: FileTally,
 
 STDIN = "-"  # the name that means: read standard input
 OTHER_DELIMITERS = (";", "\t", "|")  # tried, in this order, when a header fits none at commas
-MAX_HEADER_LINES = 100  # how far to look for the header's end, should a quote never close
+MAX_HEADER_CHARACTERS = 2 ** 20  # how far to look for the header's end, should a quote never close
+NOT_NAMES = str.maketrans("", "", '",;\t|')  # what a line before the header may hold besides spaces
+GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
 # Each byte-order mark, and the codec that reads the text after it, whatever --encoding says.
 # UTF-32's little-endian mark begins with UTF-16's, so it must be tried first.
 BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
@@ -1167,28 +1171,68 @@ def is_csv_name(name: str) -> bool:
     return name.lower().endswith((".csv", ".csv.gz")) and not name.startswith(".")
 
 
+def split_extension(name: str) -> tuple[str, str]:
+    """Split a file's name into its stem and extension, .csv.gz counting as one."""
+    if name.lower().endswith(".csv.gz"):
+        return name[:-len(".csv.gz")], name[-len(".csv.gz"):]
+    return os.path.splitext(name)
+
+
 def choose_codec(start: bytes, encoding: str) -> tuple[str, str]:
     """Return the codec to read a file with, given its first bytes, and the encoding's name
     for messages: a byte-order mark chooses, else the encoding asked for."""
     for mark, codec in BYTE_ORDER_MARKS:
         if start.startswith(mark):
             return codec, codec.removesuffix("-sig").upper()
-    if codecs.lookup(encoding).name == "utf-8":
+    name = codecs.lookup(encoding).name
+    if name == "utf-8":
         return "utf-8-sig", "UTF-8"  # a byte-order mark, if any, is not part of the header
+    if name in ("utf-16", "utf-32"):
+        # Python's utf-16 and utf-32 readers insist on a mark; without one, the byte order
+        # Windows writes (utf-16-be and utf-32-be say the other).
+        return f"{name}-le", encoding
     return encoding, encoding
 
 
+def errors_for(codec: str) -> str:
+    """Return the error handler to decode with: surrogateescape for UTF-8, the common case,
+    as it runs in C; escape_undecodable, slower, for others, whose bad bytes may be below 128."""
+    return "surrogateescape" if codec == "utf-8-sig" else ESCAPE_UNDECODABLE
+
+
+class PutBack(io.RawIOBase):
+    """A stream of bytes that gives back the first few, already read, then reads on in another."""
+
+    def __init__(self, start: bytes, rest: "io.BufferedReader | gzip.GzipFile") -> None:
+        self.start = start
+        self.rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: "WriteableBuffer") -> int:
+        if not self.start:
+            return self.rest.readinto(buffer)
+        count = min(len(memoryview(buffer)), len(self.start))
+        memoryview(buffer)[:count] = self.start[:count]
+        self.start = self.start[count:]
+        return count
+
+
 def read_header_lines(lines: Iterator[str]) -> list[str]:
-    """Read lines up to the header's last: the first line with more than blanks and
-    delimiters, and any its quotes run on into (MAX_HEADER_LINES at most)."""
+    """Read lines up to the header's last: the first line with more than blanks, quotes and
+    delimiters, and any its quotes run on into (MAX_HEADER_CHARACTERS at most)."""
     read: list[str] = []
+    characters = 0
     started = False
     quotes = 0
     for line in lines:
         read.append(line)
-        started = started or bool(line.strip(" \r\n," + "".join(OTHER_DELIMITERS)))
-        quotes += line.count('"')
-        if (started and quotes % 2 == 0) or len(read) == MAX_HEADER_LINES:
+        characters += len(line)
+        started = started or bool(line.translate(NOT_NAMES).strip())
+        if started:
+            quotes += line.count('"')
+        if (started and quotes % 2 == 0) or characters > MAX_HEADER_CHARACTERS:
             break
     return read
 
@@ -1274,8 +1318,13 @@ class ClientFiles:
     def read_text(self, binary: "io.BufferedReader | gzip.GzipFile",
                   ) -> Iterator[tuple[Iterator[str], CsvFormat]]:
         """Read binary as lines of text; yield them, and the format they are written in."""
-        codec, encoding = choose_codec(binary.peek(4)[:4], self.encoding)
-        text = io.TextIOWrapper(binary, encoding=codec, errors=ESCAPE_UNDECODABLE, newline="")
+        # A pipe may bring fewer than four bytes at first: read waits for four, or the end.
+        start = binary.read(4)
+        if start.startswith(GZIP_MAGIC):
+            raise FileProblem("Compressed with gzip: name it .gz, or pipe it through zcat")
+        codec, encoding = choose_codec(start, self.encoding)
+        text = io.TextIOWrapper(io.BufferedReader(PutBack(start, binary)), encoding=codec,
+                                errors=errors_for(codec), newline="")
         try:
             file_format = CsvFormat(encoding, self.delimiter or ",", self.decimal_comma)
             if self.delimiter is not None:
@@ -1285,8 +1334,8 @@ class ClientFiles:
                 delimiter = guess_delimiter(header, file_format)
                 yield itertools.chain(header, text), file_format._replace(delimiter=delimiter)
         finally:
-            # Once text is garbage, it would close binary: the caller's to close, and for
-            # standard input, sys.stdin's. Detached, it lets go of binary as it is.
+            # Once garbage, text would close the streams under it, down to binary: the caller's
+            # to close, and for standard input, sys.stdin's. Detached, it lets go of them.
             text.detach()
 
 
@@ -1505,7 +1554,7 @@ def rejects_names(filenames: list[str]) -> dict[str, str]:
     names: dict[str, str] = {}
     taken: set[str] = set()
     for filename in filenames:
-        stem = "stdin" if filename == STDIN else os.path.splitext(os.path.basename(filename))[0]
+        stem = "stdin" if filename == STDIN else split_extension(os.path.basename(filename))[0]
         name, number = stem, 1
         while name.casefold() in taken:  # casefold: x and X are one file on some disks
             number += 1
@@ -1569,7 +1618,7 @@ class RejectsFile:
         try:
             if self.file is None:
                 self.file = open(self.temporary, "w", encoding="utf-8", newline="")
-                write_safe_row(self.file, ["line", "reason", *header])
+                write_safe_row(self.file, ["line", "reason", *map(readable_text, header)])
             for row in rows:
                 write_safe_row(self.file, [str(row.line), row.reason,
                                            *map(readable_text, row.fields)])
@@ -2066,7 +2115,7 @@ def stable_names(before: dict[str, Signature], now: dict[str, Signature]) -> lis
 
 def free_path(folder: str, name: str) -> str:
     """Return folder/name, or the first of folder/stem-2.ext, stem-3.ext... that is free."""
-    stem, extension = os.path.splitext(name)
+    stem, extension = split_extension(name)
     path, number = os.path.join(folder, name), 1
     while os.path.lexists(path):
         number += 1
@@ -2455,11 +2504,13 @@ def positive_seconds(text: str) -> float:
 
 
 def text_encoding(text: str) -> str:
-    """Parse an option value that must name an encoding Python can decode text with."""
+    """Parse an option value that must name an encoding Python can decode text with, bad
+    bytes and all."""
     try:
-        b"x".decode(text, "ignore")  # an empty string would never look the codec up
-    except LookupError:
-        raise argparse.ArgumentTypeError(f"not a text encoding Python knows: {text!r} "
+        codec = choose_codec(b"", text)[0]
+        b"\xff".decode(codec, errors_for(codec))  # a codec that refuses the handler fails here
+    except (LookupError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a text encoding Python can read files in: {text!r} "
                                          "(try utf-8, cp1252, latin-1 or utf-16)") from None
     return text
 
@@ -2601,12 +2652,14 @@ def csv_files_in(directory: str) -> list[str]:
 
 def file_identity(path: str) -> tuple[int, int] | str:
     """Return what every name of one file has in common: its device and inode number; for
-    standard input or a file that cannot be seen, the name itself."""
-    if path != STDIN:
-        with suppress(OSError):
-            stats = os.stat(path)
-            return (stats.st_dev, stats.st_ino)
-    return path
+    a file that cannot be seen, its absolute path; for standard input, `-`."""
+    if path == STDIN:
+        return path
+    try:
+        stats = os.stat(path)
+    except OSError:
+        return os.path.abspath(path)
+    return (stats.st_dev, stats.st_ino)
 
 
 def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
@@ -2641,6 +2694,9 @@ def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list
         parser.error("no files given")
     if args.paths.count(STDIN) > 1:
         parser.error("- (standard input) can be read only once")
+    if STDIN in args.paths and args.dashboard:
+        parser.error("--dashboard reads its keys from standard input, so it cannot be "
+                     "combined with -")
     try:
         filenames, empty_directories = expand_paths(args.paths)
     except OSError as error:

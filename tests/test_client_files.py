@@ -48,9 +48,16 @@ def test_a_byte_order_mark_chooses_the_codec_else_the_encoding_asked_for(start, 
 
 
 def test_header_lines_run_to_the_first_line_with_more_than_blanks_and_on_through_its_quotes():
-    lines = ["\n", ";;;;\n", 'transaction_id;"customer\n', 'id";amount\n', "T1;C1;2\n"]
+    lines = ["\n", ";;;;\n", '" "\n', '""\n', "\u3000\n", 'transaction_id;"customer\n',
+             'id";amount\n', "T1;C1;2\n"]
 
-    assert read_header_lines(iter(lines)) == lines[:4]
+    assert read_header_lines(iter(lines)) == lines[:7]
+
+
+def test_blank_lines_before_the_header_do_not_stop_the_search_for_it():
+    lines = ["\n"] * 5000 + ["transaction_id;customer_id\n", "T1;C1\n"]
+
+    assert read_header_lines(iter(lines)) == lines[:-1]
 
 
 @pytest.mark.parametrize("header, delimiter", [
@@ -142,6 +149,26 @@ async def test_a_byte_order_mark_chooses_the_encoding_whatever_the_option_says(w
     assert result["total_amount_exact"] == "6.25"  # 5.00 + 1.25
     # Line numbers are lines of the decoded text.
     assert [error["line"] for error in result["row_errors"]] == [3]
+
+
+@pytest.mark.parametrize("codec, asked", [("utf-16-le", "utf-16"), ("utf-16-be", "utf-16-be"),
+                                          ("utf-32-le", "UTF-32")])
+@pytest.mark.asyncio
+async def test_without_a_mark_utf16_and_utf32_are_little_endian_unless_told(write_csv, codec, asked):
+    path = write_csv("unmarked.csv", UNICODE_TEXT.encode(codec))
+
+    result = await read(path, encoding=asked)
+
+    assert result["total_amount_exact"] == "6.25"
+    assert result["row_errors"][0]["line"] == 3
+
+
+@pytest.mark.asyncio
+async def test_a_gzipped_file_not_named_gz_says_so(write_csv):
+    result = await read(write_csv("packed.csv", gzip.compress(UNICODE_TEXT.encode())))
+
+    assert result["status"] == "error"
+    assert result["error"] == "Compressed with gzip: name it .gz, or pipe it through zcat"
 
 
 @pytest.mark.asyncio
@@ -405,11 +432,47 @@ def test_standard_input_that_cannot_be_read_is_not_retried(tmp_path):
     assert results[missing]["attempts"] == 3
 
 
+def test_a_byte_order_mark_split_between_two_writes_of_a_pipe_is_still_seen():
+    data = codecs.BOM_UTF32_LE + (HEADER + "T1,C1,4.00,2024-01-01,a\n").encode("utf-32-le")
+    producer = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                                 "data = sys.stdin.buffer.read()\n"
+                                 "sys.stdout.buffer.write(data[:2]); sys.stdout.flush()\n"
+                                 "time.sleep(0.3)\n"
+                                 "sys.stdout.buffer.write(data[2:])"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    producer.stdin.write(data)
+    producer.stdin.close()
+    done = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", "--json", "-"],
+                          stdin=producer.stdout, capture_output=True, timeout=60)
+    producer.wait()
+
+    assert json_results(done)["-"]["total_amount_exact"] == "4.00"
+
+
+def test_the_dashboard_cannot_share_standard_input_with_the_data():
+    done = run("--dashboard", "-", stdin=HEADER.encode())
+
+    assert done.returncode == 2
+    assert b"--dashboard reads its keys from standard input" in done.stderr
+
+
 def test_standard_input_given_twice_is_a_usage_error():
     done = run("-", "-", stdin=HEADER.encode())
 
     assert done.returncode == 2
     assert b"- (standard input) can be read only once" in done.stderr
+
+
+def test_rejects_keep_a_header_with_bad_bytes_readable_and_name_a_gz_file_by_its_stem(tmp_path):
+    data = gzip.compress(b"transaction_id,customer_id,amount,date,category,not\xe9s\n"
+                         b"T1,C1,x,2024-01-02,food,a\nT2,C2,3,2024-01-02,food,a\n")
+    (tmp_path / "day.csv.gz").write_bytes(data)
+
+    done = run("--json", "--rejects", str(tmp_path / "rejects"), str(tmp_path / "day.csv.gz"))
+
+    assert json_results(done)[str(tmp_path / "day.csv.gz")]["total_amount_exact"] == "3"
+    assert (tmp_path / "rejects" / "day.rejects.csv").read_text().splitlines()[0] == (
+        "line,reason,transaction_id,customer_id,amount,date,category,not\\xe9s")
 
 
 def test_rejected_rows_of_standard_input_are_kept_as_stdin(tmp_path):
@@ -420,6 +483,13 @@ def test_rejected_rows_of_standard_input_are_kept_as_stdin(tmp_path):
 
 
 # --- Which files ---
+
+def test_a_missing_file_under_two_spellings_is_one_error(tmp_path):
+    done = subprocess.run([sys.executable, PROCESSOR, "--json", "missing.csv", "./missing.csv"],
+                          cwd=tmp_path, capture_output=True, timeout=60)
+
+    assert list(json.loads(done.stdout)["results"]) == ["missing.csv"]
+
 
 def test_one_file_under_three_spellings_is_processed_once(tmp_path):
     folder = tmp_path / "a"
@@ -475,8 +545,9 @@ def test_a_directory_that_cannot_be_listed_is_a_one_line_error(tmp_path, monkeyp
 # --- Options ---
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--encoding", "klingon", b"not a text encoding Python knows: 'klingon'"),
-    ("--encoding", "base64", b"not a text encoding Python knows: 'base64'"),
+    ("--encoding", "klingon", b"not a text encoding Python can read files in: 'klingon'"),
+    ("--encoding", "base64", b"not a text encoding Python can read files in: 'base64'"),
+    ("--encoding", "punycode", b"not a text encoding Python can read files in: 'punycode'"),
     ("--delimiter", ";;", b"must be one character other than a quote or a line end"),
     ("--delimiter", '"', b"must be one character other than a quote or a line end"),
 ])

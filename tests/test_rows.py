@@ -96,6 +96,9 @@ def test_an_amount_is_plain_with_the_decimal_mark_of_its_file(text, decimal_comm
     ("12,50", "amount '12,50' is not a plain decimal number (written with a decimal comma? "
               "try --decimal-comma)"),
     ("1,234.50", "amount '1,234.50' is not a plain decimal number"),  # thousands: no hint
+    ("1,250", "amount '1,250' is not a plain decimal number"),  # thousands, or 1.25: no hint
+    ("-0,5", "amount '-0,5' is not a plain decimal number (written with a decimal comma? "
+             "try --decimal-comma)"),
     ("$12", "amount '$12' is not a plain decimal number"),
 ])
 def test_an_amount_with_a_decimal_comma_gets_a_hint_only_where_it_would_help(amount, reason):

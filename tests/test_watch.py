@@ -84,6 +84,12 @@ def test_a_taken_name_gets_the_first_free_number(tmp_path):
     assert processor.free_path(str(tmp_path), "y.csv") == str(tmp_path / "y.csv")
 
 
+def test_a_taken_gzipped_name_keeps_its_csv_gz_extension(tmp_path):
+    (tmp_path / "x.CSV.GZ").write_text("")
+
+    assert processor.free_path(str(tmp_path), "x.CSV.GZ") == str(tmp_path / "x-2.CSV.GZ")
+
+
 def test_the_status_line_counts_done_failed_processing_and_waiting():
     session = WatchSession(watch_folders("inbox"), done=12, failed=1, waiting=3,
                            processing={"inbox/processing/a.csv", "inbox/processing/b.csv"})
