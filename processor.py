@@ -1319,12 +1319,17 @@ class ClientFiles:
                   ) -> Iterator[tuple[Iterator[str], CsvFormat]]:
         """Read binary as lines of text; yield them, and the format they are written in."""
         # A pipe may bring fewer than four bytes at first: read waits for four, or the end.
+        seekable = binary.seekable()
+        position = binary.tell() if seekable else 0
         start = binary.read(4)
         if start.startswith(GZIP_MAGIC):
             raise FileProblem("Compressed with gzip: name it .gz, or pipe it through zcat")
         codec, encoding = choose_codec(start, self.encoding)
-        text = io.TextIOWrapper(io.BufferedReader(PutBack(start, binary)), encoding=codec,
-                                errors=errors_for(codec), newline="")
+        if seekable:
+            binary.seek(position)
+        else:  # a pipe: the four bytes must be given back another way
+            binary = io.BufferedReader(PutBack(start, binary))
+        text = io.TextIOWrapper(binary, encoding=codec, errors=errors_for(codec), newline="")
         try:
             file_format = CsvFormat(encoding, self.delimiter or ",", self.decimal_comma)
             if self.delimiter is not None:
