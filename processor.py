@@ -62,13 +62,14 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, closing, contextmanager, suppress
+from contextlib import (AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager,
+                        closing, contextmanager, suppress)
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import (TYPE_CHECKING, Awaitable, Callable, Collection, Coroutine, Iterable, Iterator,
-                    Literal, NamedTuple, TextIO, TypedDict, TypeVar)
+from typing import (TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Collection, Coroutine,
+                    Iterable, Iterator, Literal, NamedTuple, TextIO, TypedDict, TypeVar)
 
 if TYPE_CHECKING:
     # For the type hints of later sections: each is imported where an option or a kind of
@@ -456,16 +457,23 @@ def check_unchanged(before: os.stat_result, after: os.stat_result) -> None:
     raise FileChanged(f"Changed while being read ({change}): its figures would be wrong")
 
 
+async def always_there() -> None:
+    """A file's next lines are always there: there is nothing to wait for."""
+
+
 class CsvInput(NamedTuple):
     """An open file, as process_file reads it."""
     lines: Iterator[str]  # its text, each line with the ending it was written with
     format: CsvFormat
     bytes_read: Callable[[], int]  # how far into the file's bytes reading has got
     check_unchanged: Callable[[], None]  # raise FileChanged if the file changed since it was opened
+    # Wait until the next chunk's lines can be read without waiting: for a pipe's, which may
+    # still be on their way.
+    lines_arrived: Callable[[], Awaitable[None]] = always_there
 
 
-# How process_file opens a file: called with its name, in a with statement.
-Opener = Callable[[str], AbstractContextManager[CsvInput]]
+# How process_file opens a file: called with its name, in an async with statement.
+Opener = Callable[[str], AbstractAsyncContextManager[CsvInput]]
 
 
 def input_from_descriptor(fd: int, lines: Iterator[str], file_format: CsvFormat) -> CsvInput:
@@ -476,8 +484,8 @@ def input_from_descriptor(fd: int, lines: Iterator[str], file_format: CsvFormat)
                     check_unchanged=lambda: check_unchanged(before, os.fstat(fd)))
 
 
-@contextmanager
-def open_csv(filename: str) -> Iterator[CsvInput]:
+@asynccontextmanager
+async def open_csv(filename: str) -> AsyncIterator[CsvInput]:
     """Open a UTF-8 file with commas between its columns: the only kind the lesson needs."""
     check_regular_file(filename)
     # The file is streamed, never read whole. A bad byte must not end the file, only its row:
@@ -558,7 +566,7 @@ async def process_file(
     progress = FileProgress() if progress is None else progress
     tally = progress.tally
     try:
-        with open_input(filename) as source:
+        async with open_input(filename) as source:
             reader = ChunkReader(source.lines, source.format)
             while reader.fold_chunk(tally) == ROWS_PER_CHUNK:
                 # Handed over chunk by chunk, rejected rows never fill the memory.
@@ -567,6 +575,9 @@ async def process_file(
                 # Tasks only take turns at an await. Without this one a long file would
                 # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
                 await asyncio.sleep(delay)
+                # A pipe's next lines may still be on their way. Waited for here, at an await,
+                # they hold up only this file; a read that waited would freeze them all.
+                await source.lines_arrived()
             on_rejected(reader.columns.names, tally.take_rejected())
             # A client may still be writing the file: if it changed, the rows read are a mix.
             source.check_unchanged()
@@ -1144,6 +1155,8 @@ OTHER_DELIMITERS = (";", "\t", "|")  # tried, in this order, when a header fits 
 MAX_HEADER_CHARACTERS = 2 ** 20  # how far to look for the header's end, should a quote never close
 NOT_NAMES = str.maketrans("", "", '",;\t|')  # what a line before the header may hold besides spaces
 GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
+STDIN_READ_BYTES = 2 ** 16  # standard input is read this much at a time,
+STDIN_BUFFER_BYTES = 2 ** 20  # and never further ahead of the rows than this
 # Each byte-order mark, and the codec that reads the text after it, whatever --encoding says.
 # UTF-32's little-endian mark begins with UTF-16's, so it must be tried first.
 BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
@@ -1200,23 +1213,13 @@ def errors_for(codec: str) -> str:
     return "surrogateescape" if codec == "utf-8-sig" else ESCAPE_UNDECODABLE
 
 
-class PutBack(io.RawIOBase):
-    """A stream of bytes that gives back the first few, already read, then reads on in another."""
-
-    def __init__(self, start: bytes, rest: "io.BufferedReader | gzip.GzipFile") -> None:
-        self.start = start
-        self.rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: "WriteableBuffer") -> int:
-        if not self.start:
-            return self.rest.readinto(buffer)
-        count = min(len(memoryview(buffer)), len(self.start))
-        memoryview(buffer)[:count] = self.start[:count]
-        self.start = self.start[count:]
-        return count
+def first_bytes(binary: "io.BufferedReader | gzip.GzipFile") -> bytes:
+    """Return the first four bytes of a file, and leave it where it was. (peek() might give
+    fewer: one gzip member can hold a single byte.)"""
+    position = binary.tell()
+    start = binary.read(4)
+    binary.seek(position)
+    return start
 
 
 def read_header_lines(lines: Iterator[str]) -> list[str]:
@@ -1265,6 +1268,68 @@ def guess_delimiter(lines: list[str], file_format: CsvFormat) -> str:
                       "say which with --delimiter")
 
 
+class StdinPump(io.RawIOBase):
+    """Standard input, read ahead by a thread of its own. A pipe's next bytes may be a long
+    time coming; the event loop waits for them at an await (lines_arrived), never in a read."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.fd = fd
+        self.loop = loop
+        self.buffer = bytearray()  # read by the thread, not yet taken by the loop
+        self.taken = 0  # bytes the loop has taken
+        self.ended = False
+        self.error: OSError | None = None
+        self.changed = threading.Condition()  # guards the four above, between the two threads
+        self.arrived = asyncio.Event()  # set, through the loop, when the thread added bytes
+        # A daemon: stopped by Ctrl-C, the program must not wait for a read that never ends.
+        threading.Thread(target=self.pump, name="stdin", daemon=True).start()
+
+    def pump(self) -> None:
+        """In the thread: read until the end, never more than STDIN_BUFFER_BYTES ahead."""
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: len(self.buffer) < STDIN_BUFFER_BYTES)
+            try:
+                block = os.read(self.fd, STDIN_READ_BYTES)
+            except OSError as error:
+                block = b""
+                self.error = error
+            with self.changed:
+                self.buffer += block
+                self.ended = not block
+                self.changed.notify_all()
+            self.loop.call_soon_threadsafe(self.arrived.set)
+            if not block:
+                return
+
+    async def lines_arrived(self) -> None:
+        """Wait until the next chunk's lines are in the buffer, or it is full, or input ended."""
+        while True:
+            with self.changed:
+                if (self.ended or len(self.buffer) >= STDIN_BUFFER_BYTES
+                        or self.buffer.count(b"\n") > ROWS_PER_CHUNK):
+                    return
+                # Cleared under the lock: bytes added after the look above set it again.
+                self.arrived.clear()
+            await self.arrived.wait()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: "WriteableBuffer") -> int:
+        """Take bytes from the buffer; wait for the thread only if it is empty (see lines_arrived)."""
+        with self.changed:
+            self.changed.wait_for(lambda: bool(self.buffer) or self.ended)
+            if self.error is not None and not self.buffer:
+                raise self.error
+            count = min(len(memoryview(buffer)), len(self.buffer))
+            memoryview(buffer)[:count] = self.buffer[:count]
+            del self.buffer[:count]
+            self.taken += count
+            self.changed.notify_all()
+        return count
+
+
 @dataclass(frozen=True)
 class ClientFiles:
     """How to read the files clients send; open_input is an opener for process_file."""
@@ -1272,7 +1337,7 @@ class ClientFiles:
     delimiter: str | None = None  # None: a comma, or another the header shows
     decimal_comma: bool = False
 
-    def open_input(self, filename: str) -> AbstractContextManager[CsvInput]:
+    def open_input(self, filename: str) -> AbstractAsyncContextManager[CsvInput]:
         """Open standard input for `-`, a file through gzip if its name ends .gz, else a file."""
         if filename == STDIN:
             return self.open_stdin()
@@ -1280,20 +1345,21 @@ class ClientFiles:
             return self.open_gzip(filename)
         return self.open_file(filename)
 
-    @contextmanager
-    def open_file(self, filename: str) -> Iterator[CsvInput]:
+    @asynccontextmanager
+    async def open_file(self, filename: str) -> AsyncIterator[CsvInput]:
         check_regular_file(filename)
-        with open(filename, "rb") as raw, self.read_text(raw) as (lines, file_format):
+        with open(filename, "rb") as raw, \
+                self.read_text(raw, first_bytes(raw)) as (lines, file_format):
             yield input_from_descriptor(raw.fileno(), lines, file_format)
 
-    @contextmanager
-    def open_gzip(self, filename: str) -> Iterator[CsvInput]:
+    @asynccontextmanager
+    async def open_gzip(self, filename: str) -> AsyncIterator[CsvInput]:
         import gzip
         import zlib
         check_regular_file(filename)
         try:
             with open(filename, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped, \
-                    self.read_text(unzipped) as (lines, file_format):
+                    self.read_text(unzipped, first_bytes(unzipped)) as (lines, file_format):
                 # Progress and changes are told from the compressed bytes: those are the file.
                 yield input_from_descriptor(raw.fileno(), lines, file_format)
         except (EOFError, zlib.error, gzip.BadGzipFile) as error:
@@ -1301,34 +1367,30 @@ class ClientFiles:
             # here. A file cut short was not read to its end: none of its rows may count.
             raise FileProblem(f"Cannot be read as gzip: {error}") from None
 
-    @contextmanager
-    def open_stdin(self) -> Iterator[CsvInput]:
+    @asynccontextmanager
+    async def open_stdin(self) -> AsyncIterator[CsvInput]:
         """Open standard input. It cannot be read twice, so no error of it is worth a retry:
         each is a FileProblem, not an OSError."""
-        stdin = sys.stdin.buffer if sys.stdin is not None else None
-        if not isinstance(stdin, io.BufferedReader):  # closed (<&-), or replaced
-            raise FileProblem("Standard input is closed or cannot be read")
+        if sys.stdin is None:  # closed (<&-)
+            raise FileProblem("Standard input is closed")
         try:
-            with self.read_text(stdin) as (lines, file_format):
-                yield CsvInput(lines, file_format, bytes_read=lambda: 0, check_unchanged=ignore)
+            pump = StdinPump(sys.stdin.fileno(), asyncio.get_running_loop())
+            await pump.lines_arrived()  # the header's, and the first chunk's
+            with self.read_text(io.BufferedReader(pump), bytes(pump.buffer[:4])) as (
+                    lines, file_format):
+                yield CsvInput(lines, file_format, bytes_read=lambda: pump.taken,
+                               check_unchanged=ignore, lines_arrived=pump.lines_arrived)
         except OSError as error:
             raise FileProblem(f"Cannot read standard input: {error.strerror or error}") from None
 
     @contextmanager
-    def read_text(self, binary: "io.BufferedReader | gzip.GzipFile",
+    def read_text(self, binary: "io.BufferedReader | gzip.GzipFile", start: bytes,
                   ) -> Iterator[tuple[Iterator[str], CsvFormat]]:
-        """Read binary as lines of text; yield them, and the format they are written in."""
-        # A pipe may bring fewer than four bytes at first: read waits for four, or the end.
-        seekable = binary.seekable()
-        position = binary.tell() if seekable else 0
-        start = binary.read(4)
+        """Read binary, whose first bytes are start, as lines of text; yield them, and the
+        format they are written in."""
         if start.startswith(GZIP_MAGIC):
             raise FileProblem("Compressed with gzip: name it .gz, or pipe it through zcat")
         codec, encoding = choose_codec(start, self.encoding)
-        if seekable:
-            binary.seek(position)
-        else:  # a pipe: the four bytes must be given back another way
-            binary = io.BufferedReader(PutBack(start, binary))
         text = io.TextIOWrapper(binary, encoding=codec, errors=errors_for(codec), newline="")
         try:
             file_format = CsvFormat(encoding, self.delimiter or ",", self.decimal_comma)

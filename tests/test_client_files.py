@@ -1,5 +1,6 @@
 """Files as clients send them: other encodings and delimiters, decimal commas, gzip, standard
 input, one file under several names. Every expected figure is worked out by hand."""
+import asyncio
 import codecs
 import gzip
 import json
@@ -427,7 +428,7 @@ def test_standard_input_that_cannot_be_read_is_not_retried(tmp_path):
 
     results = json_results(done)
     assert done.returncode == 1
-    assert results["-"]["error"] == "Standard input is closed or cannot be read"
+    assert results["-"]["error"] == "Standard input is closed"
     assert results["-"]["attempts"] == 1
     assert results[missing]["attempts"] == 3
 
@@ -454,6 +455,42 @@ def test_the_dashboard_cannot_share_standard_input_with_the_data():
 
     assert done.returncode == 2
     assert b"--dashboard reads its keys from standard input" in done.stderr
+
+
+@pytest.mark.asyncio
+async def test_a_pipe_slow_to_fill_holds_up_no_other_file(write_csv, monkeypatch):
+    other = write_csv("other.csv", HEADER + "T1,C1,1.00,2024-01-01,a\n" * 500)
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stdin", os.fdopen(read_end, "r"))
+    results: dict = {}
+    rows = b"T1,C1,0.10,2024-01-01,a\n" * 150
+    real_readinto = processor.StdinPump.readinto
+
+    def never_waiting(pump, buffer):
+        with pump.changed:
+            assert pump.buffer or pump.ended, "the event loop would wait in a read"
+        return real_readinto(pump, buffer)
+
+    monkeypatch.setattr(processor.StdinPump, "readinto", never_waiting)
+
+    async def client() -> None:
+        """Write the header and 150 rows, and the next 150 only once the other file has its
+        result: were the pipe read in the event loop's thread, that file would never get one."""
+        os.write(write_end, HEADER.encode() + rows)
+        while other not in results:
+            await asyncio.sleep(0.01)
+        os.write(write_end, rows)
+        os.close(write_end)
+
+    reader = ClientFiles().open_input
+    writing = asyncio.create_task(client())
+    batch = await asyncio.wait_for(processor.process_batch(
+        ["-", other], delay=0, results=results, view=lambda batch: asyncio.sleep(0),
+        read_file=lambda name, **options: process_file(name, open_input=reader, **options)), 10)
+    await writing
+
+    assert batch["results"]["-"]["total_amount_exact"] == "30.00"  # 300 x 0.10
+    assert batch["results"][other]["total_amount_exact"] == "500.00"
 
 
 def test_standard_input_given_twice_is_a_usage_error():
