@@ -1276,10 +1276,11 @@ class StdinPump(io.RawIOBase):
         self.fd = fd
         self.loop = loop
         self.buffer = bytearray()  # read by the thread, not yet taken by the loop
+        self.newlines = 0  # in the buffer: kept up to date, as counting it anew would be slow
         self.taken = 0  # bytes the loop has taken
         self.ended = False
         self.error: OSError | None = None
-        self.changed = threading.Condition()  # guards the four above, between the two threads
+        self.changed = threading.Condition()  # guards the five above, between the two threads
         self.arrived = asyncio.Event()  # set, through the loop, when the thread added bytes
         # A daemon: stopped by Ctrl-C, the program must not wait for a read that never ends.
         threading.Thread(target=self.pump, name="stdin", daemon=True).start()
@@ -1296,6 +1297,7 @@ class StdinPump(io.RawIOBase):
                 self.error = error
             with self.changed:
                 self.buffer += block
+                self.newlines += block.count(b"\n")
                 self.ended = not block
                 self.changed.notify_all()
             self.loop.call_soon_threadsafe(self.arrived.set)
@@ -1307,7 +1309,7 @@ class StdinPump(io.RawIOBase):
         while True:
             with self.changed:
                 if (self.ended or len(self.buffer) >= STDIN_BUFFER_BYTES
-                        or self.buffer.count(b"\n") > ROWS_PER_CHUNK):
+                        or self.newlines > ROWS_PER_CHUNK):
                     return
                 # Cleared under the lock: bytes added after the look above set it again.
                 self.arrived.clear()
@@ -1322,12 +1324,13 @@ class StdinPump(io.RawIOBase):
             self.changed.wait_for(lambda: bool(self.buffer) or self.ended)
             if self.error is not None and not self.buffer:
                 raise self.error
-            count = min(len(memoryview(buffer)), len(self.buffer))
-            memoryview(buffer)[:count] = self.buffer[:count]
-            del self.buffer[:count]
-            self.taken += count
+            taken = self.buffer[:len(memoryview(buffer))]
+            memoryview(buffer)[:len(taken)] = taken
+            del self.buffer[:len(taken)]
+            self.newlines -= taken.count(b"\n")
+            self.taken += len(taken)
             self.changed.notify_all()
-        return count
+        return len(taken)
 
 
 @dataclass(frozen=True)
