@@ -29,7 +29,8 @@ call the core makes forward is to the faster reader).
     The report         the human report, the JSON, and the exit status
     Reading faster     a chunk of simple lines split and checked at once: four times faster
     Client files       the opener the command line uses: other encodings (a byte-order mark
-                       decides), a delimiter found in the header, decimal commas, .gz, stdin
+                       decides), a delimiter found in the header, decimal commas, .gz, and
+                       stdin, read ahead by a thread so that a slow pipe is waited for at an await
     Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
     Keeping rejects    --rejects: a reader around process_file that keeps every rejected row
                        in a temporary file, named for good only once its input was read whole
