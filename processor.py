@@ -1301,7 +1301,10 @@ class StdinPump(io.RawIOBase):
                 self.newlines += block.count(b"\n")
                 self.ended = not block
                 self.changed.notify_all()
-            self.loop.call_soon_threadsafe(self.arrived.set)
+            try:
+                self.loop.call_soon_threadsafe(self.arrived.set)
+            except RuntimeError:  # the loop has closed (a Ctrl-C): nobody will read on
+                return
             if not block:
                 return
 
