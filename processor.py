@@ -468,8 +468,7 @@ class CsvInput(NamedTuple):
     format: CsvFormat
     bytes_read: Callable[[], int]  # how far into the file's bytes reading has got
     check_unchanged: Callable[[], None]  # raise FileChanged if the file changed since it was opened
-    # Wait until the next chunk's lines can be read without waiting: for a pipe's, which may
-    # still be on their way.
+    # Wait until the next chunk's lines have come: a pipe's may still be on their way.
     lines_arrived: Callable[[], Awaitable[None]] = always_there
 
 
@@ -569,16 +568,18 @@ async def process_file(
     try:
         async with open_input(filename) as source:
             reader = ChunkReader(source.lines, source.format)
-            while reader.fold_chunk(tally) == ROWS_PER_CHUNK:
+            while True:
+                # A pipe's next lines may still be on their way. Waited for here, at an await,
+                # they hold up only this file; a read that waited would freeze them all.
+                await source.lines_arrived()
+                if reader.fold_chunk(tally) < ROWS_PER_CHUNK:
+                    break
                 # Handed over chunk by chunk, rejected rows never fill the memory.
                 on_rejected(reader.columns.names, tally.take_rejected())
                 progress.bytes_read = source.bytes_read()
                 # Tasks only take turns at an await. Without this one a long file would
                 # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
                 await asyncio.sleep(delay)
-                # A pipe's next lines may still be on their way. Waited for here, at an await,
-                # they hold up only this file; a read that waited would freeze them all.
-                await source.lines_arrived()
             on_rejected(reader.columns.names, tally.take_rejected())
             # A client may still be writing the file: if it changed, the rows read are a mix.
             source.check_unchanged()
@@ -1157,7 +1158,7 @@ MAX_HEADER_CHARACTERS = 2 ** 20  # how far to look for the header's end, should 
 NOT_NAMES = str.maketrans("", "", '",;\t|')  # what a line before the header may hold besides spaces
 GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
 STDIN_READ_BYTES = 2 ** 16  # standard input is read this much at a time,
-STDIN_BUFFER_BYTES = 2 ** 20  # and never further ahead of the rows than this
+STDIN_BUFFER_BYTES = 2 ** 20  # and no more once this much is waiting to be taken
 # Each byte-order mark, and the codec that reads the text after it, whatever --encoding says.
 # UTF-32's little-endian mark begins with UTF-16's, so it must be tried first.
 BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
@@ -1271,7 +1272,11 @@ def guess_delimiter(lines: list[str], file_format: CsvFormat) -> str:
 
 class StdinPump(io.RawIOBase):
     """Standard input, read ahead by a thread of its own. A pipe's next bytes may be a long
-    time coming; the event loop waits for them at an await (lines_arrived), never in a read."""
+    time coming; the event loop waits for them at an await (lines_arrived), not in a read.
+
+    Lines are counted as bytes 0x0A, which is right for UTF-8 and the one-byte encodings. A
+    chunk of records with line breaks inside quotes, or of UTF-16 text, may need more than
+    were counted; the loop then waits in readinto for the rest, as it would for a file."""
 
     def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
         self.fd = fd
@@ -1290,7 +1295,9 @@ class StdinPump(io.RawIOBase):
         """In the thread: read until the end, never more than STDIN_BUFFER_BYTES ahead."""
         while True:
             with self.changed:
-                self.changed.wait_for(lambda: len(self.buffer) < STDIN_BUFFER_BYTES)
+                self.changed.wait_for(lambda: len(self.buffer) < STDIN_BUFFER_BYTES or self.closed)
+            if self.closed:  # the file is done with, or failed: leave the rest unread
+                return
             try:
                 block = os.read(self.fd, STDIN_READ_BYTES)
             except OSError as error:
@@ -1321,6 +1328,11 @@ class StdinPump(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        super().close()
+        with self.changed:
+            self.changed.notify_all()  # a thread waiting for room: there will be none
 
     def readinto(self, buffer: "WriteableBuffer") -> int:
         """Take bytes from the buffer; wait for the thread only if it is empty (see lines_arrived)."""
@@ -1382,13 +1394,18 @@ class ClientFiles:
             raise FileProblem("Standard input is closed")
         try:
             pump = StdinPump(sys.stdin.fileno(), asyncio.get_running_loop())
-            await pump.lines_arrived()  # the header's, and the first chunk's
+        except OSError as error:
+            raise FileProblem(f"Cannot read standard input: {error.strerror or error}") from None
+        try:
+            await pump.lines_arrived()  # the header's, at least
             with self.read_text(io.BufferedReader(pump), bytes(pump.buffer[:4])) as (
                     lines, file_format):
                 yield CsvInput(lines, file_format, bytes_read=lambda: pump.taken,
                                check_unchanged=ignore, lines_arrived=pump.lines_arrived)
         except OSError as error:
             raise FileProblem(f"Cannot read standard input: {error.strerror or error}") from None
+        finally:
+            pump.close()
 
     @contextmanager
     def read_text(self, binary: "io.BufferedReader | gzip.GzipFile", start: bytes,
@@ -1396,7 +1413,8 @@ class ClientFiles:
         """Read binary, whose first bytes are start, as lines of text; yield them, and the
         format they are written in."""
         if start.startswith(GZIP_MAGIC):
-            raise FileProblem("Compressed with gzip: name it .gz, or pipe it through zcat")
+            raise FileProblem("Compressed with gzip: a file must be named .gz, standard input "
+                              "piped through zcat")
         codec, encoding = choose_codec(start, self.encoding)
         text = io.TextIOWrapper(binary, encoding=codec, errors=errors_for(codec), newline="")
         try:

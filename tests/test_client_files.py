@@ -169,7 +169,8 @@ async def test_a_gzipped_file_not_named_gz_says_so(write_csv):
     result = await read(write_csv("packed.csv", gzip.compress(UNICODE_TEXT.encode())))
 
     assert result["status"] == "error"
-    assert result["error"] == "Compressed with gzip: name it .gz, or pipe it through zcat"
+    assert result["error"] == ("Compressed with gzip: a file must be named .gz, standard input "
+                               "piped through zcat")
 
 
 @pytest.mark.asyncio
@@ -413,6 +414,7 @@ def test_standard_input_through_a_pipe_beside_a_file(write_csv):
     done = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", "--json", "--decimal-comma",
                            path, "-"], stdin=producer.stdout, capture_output=True, timeout=60)
     producer.wait()
+    producer.stdout.close()
 
     results = json_results(done)
     assert results["-"]["total_amount_exact"] == "30.00"  # 3000 x 0.01
@@ -446,6 +448,7 @@ def test_a_byte_order_mark_split_between_two_writes_of_a_pipe_is_still_seen():
     done = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", "--json", "-"],
                           stdin=producer.stdout, capture_output=True, timeout=60)
     producer.wait()
+    producer.stdout.close()
 
     assert json_results(done)["-"]["total_amount_exact"] == "4.00"
 
@@ -457,13 +460,19 @@ def test_the_dashboard_cannot_share_standard_input_with_the_data():
     assert b"--dashboard reads its keys from standard input" in done.stderr
 
 
+@pytest.mark.parametrize("before_header, first_rows, total", [
+    ("", 150, "30.00"),  # 300 x 0.10: the second chunk must wait
+    ("\n" * 150, 60, "21.00"),  # 210 x 0.10: the first chunk must wait, the header need not
+], ids=["header-first", "blank-lines-first"])
 @pytest.mark.asyncio
-async def test_a_pipe_slow_to_fill_holds_up_no_other_file(write_csv, monkeypatch):
+async def test_a_pipe_slow_to_fill_holds_up_no_other_file(write_csv, monkeypatch, before_header,
+                                                          first_rows, total):
     other = write_csv("other.csv", HEADER + "T1,C1,1.00,2024-01-01,a\n" * 500)
     read_end, write_end = os.pipe()
-    monkeypatch.setattr(sys, "stdin", os.fdopen(read_end, "r"))
+    stdin = os.fdopen(read_end, "r")
+    monkeypatch.setattr(sys, "stdin", stdin)
     results: dict = {}
-    rows = b"T1,C1,0.10,2024-01-01,a\n" * 150
+    row = b"T1,C1,0.10,2024-01-01,a\n"
     real_readinto = processor.StdinPump.readinto
 
     def never_waiting(pump, buffer):
@@ -474,12 +483,12 @@ async def test_a_pipe_slow_to_fill_holds_up_no_other_file(write_csv, monkeypatch
     monkeypatch.setattr(processor.StdinPump, "readinto", never_waiting)
 
     async def client() -> None:
-        """Write the header and 150 rows, and the next 150 only once the other file has its
+        """Write the header and the first rows, and 150 more only once the other file has its
         result: were the pipe read in the event loop's thread, that file would never get one."""
-        os.write(write_end, HEADER.encode() + rows)
+        os.write(write_end, before_header.encode() + HEADER.encode() + row * first_rows)
         while other not in results:
             await asyncio.sleep(0.01)
-        os.write(write_end, rows)
+        os.write(write_end, row * 150)
         os.close(write_end)
 
     reader = ClientFiles().open_input
@@ -488,8 +497,9 @@ async def test_a_pipe_slow_to_fill_holds_up_no_other_file(write_csv, monkeypatch
         ["-", other], delay=0, results=results, view=lambda batch: asyncio.sleep(0),
         read_file=lambda name, **options: process_file(name, open_input=reader, **options)), 10)
     await writing
+    stdin.close()
 
-    assert batch["results"]["-"]["total_amount_exact"] == "30.00"  # 300 x 0.10
+    assert batch["results"]["-"]["total_amount_exact"] == total
     assert batch["results"][other]["total_amount_exact"] == "500.00"
 
 
