@@ -170,7 +170,8 @@ class CsvFormat(NamedTuple):
 
 
 class Columns(NamedTuple):
-    """The header's column names, where each required column sits in a row, and how rows are written."""
+    """The header's column names, where each required column sits in a row, and how the rows
+    are written."""
     names: tuple[str, ...]
     positions: tuple[int, ...]  # in the order of REQUIRED_COLUMNS
     format: CsvFormat = CsvFormat()
@@ -1064,9 +1065,9 @@ def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) 
 # --- Reading faster ---
 
 # An optimisation, which the lesson can do without. Almost every line of a real file is simple:
-# one row, no quotes, no bad bytes, so all the csv module would do is split it at delimiters. A chunk
-# of such lines can be split and checked by a few string and list operations, each one C loop,
-# instead of a dozen Python steps per row: reading gets about four times faster (see
+# one row, no quotes, no bad bytes, so all the csv module would do is split it at delimiters. A
+# chunk of such lines can be split and checked by a few string and list operations, each one C
+# loop, instead of a dozen Python steps per row: reading gets about four times faster (see
 # benchmarks/bench.py). The rules are check_row's; a chunk it is unsure of goes to check_row.
 
 MAX_SEEN_DATES = 10_000
@@ -1335,7 +1336,8 @@ class StdinPump(io.RawIOBase):
             self.changed.notify_all()  # a thread waiting for room: there will be none
 
     def readinto(self, buffer: "WriteableBuffer") -> int:
-        """Take bytes from the buffer; wait for the thread only if it is empty (see lines_arrived)."""
+        """Take bytes from the buffer; wait for the thread only if it is empty (see
+        lines_arrived)."""
         with self.changed:
             self.changed.wait_for(lambda: bool(self.buffer) or self.ended)
             if self.error is not None and not self.buffer:
@@ -2707,7 +2709,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "same NAME get NAME-2, NAME-3... (default: not written)")
     parser.add_argument("--watch", type=file_path, metavar="DIR",
                         help="instead of FILE_OR_DIR, run until Ctrl-C processing each *.csv "
-                             "or *.csv.gz file that arrives complete in DIR/incoming: its result goes to "
+                             "or *.csv.gz file that arrives complete in DIR/incoming: its "
+                             "result goes to "
                              "DIR/results.jsonl, then it moves to DIR/done or DIR/failed "
                              "(default: off)")
     parser.add_argument("--poll", type=positive_seconds, metavar="SECONDS",
