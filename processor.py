@@ -1748,8 +1748,8 @@ class RejectsFile:
 def keep_rejects(folder: str | os.PathLike[str], filenames: list[str],
                  read_file: FileReader | None = None) -> FileReader:
     """Return a reader for process_batch that keeps each file's rejected rows in folder, around
-    read_file (process_file by default, which it must call on); raise RejectsUnusable, before
-    any file is read, if the folder cannot be written."""
+    read_file (by default process_file, whose on_rejected it must take); raise RejectsUnusable,
+    before any file is read, if the folder cannot be written."""
     paths = prepare_rejects(os.fspath(folder), filenames)
 
     async def read_keeping_rejects(filename: str, *, delay: float,

@@ -36,6 +36,22 @@ class FakeTerminal(io.StringIO):
 
 
 @pytest.fixture
+def fast_path_answers(monkeypatch) -> list[bool]:
+    """Return a list that gets, for each chunk process_file reads, whether the faster reader
+    took it (True) or left it to the csv module (False)."""
+    answers: list[bool] = []
+    real_check = processor.check_simple_lines
+
+    def recording_check(*args):
+        rows = real_check(*args)
+        answers.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(processor, "check_simple_lines", recording_check)
+    return answers
+
+
+@pytest.fixture
 def fake_terminal(monkeypatch) -> Callable[[], FakeTerminal]:
     """Return a function that makes stderr a terminal whose output the test can read.
 

@@ -326,17 +326,8 @@ async def test_blank_lines_before_a_guessed_header_keep_line_numbers_physical(wr
 
 
 @pytest.mark.asyncio
-async def test_the_faster_reader_handles_other_delimiters_and_decimal_commas(write_csv,
-                                                                              monkeypatch):
-    fast_chunks = []
-    check_simple_lines = processor.check_simple_lines
-
-    def counting(*arguments):
-        rows = check_simple_lines(*arguments)
-        fast_chunks.append(rows is not None)
-        return rows
-
-    monkeypatch.setattr(processor, "check_simple_lines", counting)
+async def test_the_faster_reader_handles_other_delimiters_and_decimal_commas(
+        write_csv, fast_path_answers):
     rows = "".join(f"T{n};C{n};1,10;2024-02-{n % 28 + 1:02d};food\n" for n in range(250))
     path = write_csv("many.csv", "transaction_id;customer_id;amount;date;category\n" + rows)
 
@@ -345,7 +336,7 @@ async def test_the_faster_reader_handles_other_delimiters_and_decimal_commas(wri
     assert result["total_transactions"] == 250
     assert result["total_amount_exact"] == "275.00"  # 250 x 1.10
     assert result["date_range"] == {"earliest": "2024-02-01", "latest": "2024-02-28"}
-    assert fast_chunks == [True, True, True]  # 100, 100 and 50 rows
+    assert fast_path_answers == [True, True, True]  # 100, 100 and 50 rows
 
 
 # --- Compressed files ---
