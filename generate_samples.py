@@ -3,7 +3,11 @@
 Usage: python generate_samples.py [--out DIR] [--seed N] [--files N] [--rows N] [--bad-rows N]
 
 With no options it rewrites exactly the committed sample_data/ (a test checks it byte for byte):
-six files of 600 to 3,600 rows, the first with eight malformed rows mixed in.
+six files of 600 to 3,600 rows, the first with eight malformed rows mixed in. --rows 0 writes
+header-only files. Exit status 0, or 2 with an error line on stderr when an option is unusable
+or a file cannot be written (the files written before it are kept):
+
+    generate_samples.py: error: cannot write to /etc/passwd: it is a file, not a folder
 """
 
 import argparse
@@ -11,7 +15,7 @@ import csv
 import random
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 HEADER = ["transaction_id", "customer_id", "amount", "date", "category"]
 FIRST_DAY = date(2024, 1, 1)
@@ -85,11 +89,15 @@ def sample_rows(rng: random.Random, file_number: int, rows: int,
 
 
 def write_csv(path: Path, rows: Iterable[list[str]]) -> None:
-    """Write the header and the rows, with \\n line endings."""
-    with open(path, "w", encoding="utf-8", newline="") as file:
-        writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(HEADER)
-        writer.writerows(rows)
+    """Write the header and the rows, with \\n line endings; an OSError raised names the path."""
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as file:
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(HEADER)
+            writer.writerows(rows)
+    except OSError as error:
+        error.filename = str(path)  # a failed open names its file, a failed write does not
+        raise
 
 
 def write_samples(out: Path, *, seed: int, files: int, rows: int, bad_rows: int) -> list[Path]:
@@ -99,21 +107,25 @@ def write_samples(out: Path, *, seed: int, files: int, rows: int, bad_rows: int)
     paths = []
     for number in range(1, files + 1):
         path = out / f"transactions_{number:03d}.csv"
-        size = max(1, round(rows * number / files))
+        size = round(rows * number / files)
         write_csv(path, sample_rows(rng, number, size, bad_rows if number == 1 else 0))
         paths.append(path)
     return paths
 
 
-def count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+def at_least(least: int) -> Callable[[str], int]:
+    """Return an argparse type for a whole number no smaller than `least`."""
+    def count(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {least} or more, not {value}")
+        return value
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the sample files and name them on stdout; return 0."""
+    """Write the sample files and name them on stdout; return 0, or exit 2 if an option is
+    unusable or a file cannot be written."""
     parser = argparse.ArgumentParser(
         prog="generate_samples.py",
         description="Write deterministic sample transaction CSV files for processor.py. "
@@ -122,17 +134,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder to write into, created if missing (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=2024,
                         help="random seed: the same seed gives the same files (default: %(default)s)")
-    parser.add_argument("--files", type=count, default=6, metavar="N",
+    parser.add_argument("--files", type=at_least(1), default=6, metavar="N",
                         help="number of files (default: %(default)s)")
-    parser.add_argument("--rows", type=count, default=3600, metavar="N",
+    parser.add_argument("--rows", type=at_least(0), default=3600, metavar="N",
                         help="good rows in the largest file; file k of n gets k/n of them "
                              "(default: %(default)s)")
-    parser.add_argument("--bad-rows", type=count, default=8, metavar="N",
+    parser.add_argument("--bad-rows", type=at_least(0), default=8, metavar="N",
                         help="malformed rows mixed into the first file, one kind of mistake "
-                             "after another (default: %(default)s)")
+                             "after another; none with --rows 0 (default: %(default)s)")
     args = parser.parse_args(argv)
-    for path in write_samples(args.out, seed=args.seed, files=args.files, rows=args.rows,
-                              bad_rows=args.bad_rows):
+    # Bad rows are mixed in among good ones, so --rows 0 gives header-only files.
+    bad_rows = args.bad_rows if args.rows else 0
+    # A path that cannot be written is one line, as parser.error writes it but without the
+    # usage: the options themselves were well formed.
+    try:
+        paths = write_samples(args.out, seed=args.seed, files=args.files, rows=args.rows,
+                              bad_rows=bad_rows)
+    except FileExistsError:
+        parser.exit(2, f"{parser.prog}: error: cannot write to {args.out}: it is a file, "
+                       "not a folder\n")
+    except OSError as error:
+        parser.exit(2, f"{parser.prog}: error: cannot write {error.filename}: "
+                       f"{error.strerror or error}\n")
+    for path in paths:
         print(path)
     return 0
 

@@ -42,6 +42,18 @@ call the core makes forward is to the faster reader).
     The command line   parsing arguments, and main, which plugs in the extras asked for
 """
 
+import signal
+import sys
+
+if __name__ == "__main__":
+    # Importing the modules below takes a moment. A signal in it, before main can handle it (see
+    # "Stopping" in the command line's section), ends the program at once, quietly, with the
+    # status a shell gives a program that a signal stopped; a signal ignored from the start
+    # (SIGHUP under nohup, SIGINT in a background job) stays ignored.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, lambda number, frame: sys.exit(128 + number))
+
 import argparse
 import asyncio
 import codecs
@@ -56,9 +68,7 @@ import os
 import queue
 import random
 import re
-import signal
 import stat
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -78,6 +88,8 @@ if TYPE_CHECKING:
     import curses
     import gzip
     import sqlite3
+    from types import FrameType
+
     from _typeshed import WriteableBuffer
 
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
@@ -92,7 +104,7 @@ REPORT_ROW_ERRORS = 5
 EXIT_OK = 0
 EXIT_FILE_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a program stopped by Ctrl-C
+EXIT_SIGNALLED = 128  # plus the signal's number (130 for Ctrl-C), as a shell reports it
 
 T = TypeVar("T")
 
@@ -1052,11 +1064,11 @@ def format_json(batch: BatchResult) -> str:
     return json.dumps(batch, indent=2)
 
 
-def exit_code(batch: BatchResult, interrupted: bool, *, all_saved: bool = True) -> int:
-    """Return the exit status: 130 after Ctrl-C, else 1 if any file failed or a result could
-    not be saved, else 0."""
-    if interrupted:
-        return EXIT_INTERRUPTED
+def exit_code(batch: BatchResult, stopped_by: int | None = None, *, all_saved: bool = True) -> int:
+    """Return the exit status: 128 + the number of the signal that stopped the batch, if one did
+    (130 for Ctrl-C's SIGINT), else 1 if any file failed or a result could not be saved, else 0."""
+    if stopped_by is not None:
+        return EXIT_SIGNALLED + stopped_by
     if not all_saved or any(result["status"] != "completed" for result in batch["results"].values()):
         return EXIT_FILE_ERROR
     return EXIT_OK
@@ -1565,7 +1577,13 @@ class DatabaseWriter:
         self.thread = threading.Thread(target=self.write_batch, name="database writer",
                                        args=(opened, settings, len(filenames)), daemon=True)
         self.thread.start()
-        self.batch_id = opened.result()
+        try:
+            self.batch_id = opened.result()
+        except KeyboardInterrupt:
+            # Not waited for: the thread may be waiting for another program's lock. Should it
+            # get the database open after all, the batch it adds is ended at once.
+            self.inbox.put_nowait(BatchEnd("interrupted", 0))
+            raise
 
     def save(self, result: FileResult) -> None:
         """Hand a finished file's result to the writer thread; returns at once."""
@@ -2870,16 +2888,105 @@ def check_dashboard(wanted: bool) -> bool:
     return wanted and why_not is None
 
 
+# Stopping. Ctrl-C sends SIGINT; `kill`, `systemctl stop` and `docker stop` send SIGTERM; a
+# terminal that closes sends SIGHUP. Each asks the program to stop, and each is handled as
+# Ctrl-C is, at whatever moment it comes. Python raises KeyboardInterrupt at a SIGINT, and
+# while the batch runs, asyncio.run turns the first one into cancelling the batch instead:
+# its files stop at their next await and what finished is reported. StopSignals hands SIGTERM
+# and SIGHUP to whatever handles SIGINT at that moment, so that one path handles all three;
+# only the exit status tells them apart. main does the rest: before the batch, a signal ends
+# the program quietly (there is nothing to report yet); in the middle of the report it stops
+# it, and the status tells whoever reads it that it is incomplete.
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopSignals:
+    """In a with block: SIGTERM and SIGHUP are handled as SIGINT is, and exit_status() says
+    which signal came. A signal the program was started with ignored (SIGHUP under nohup,
+    SIGINT in a background job) stays ignored."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None  # the first SIGTERM or SIGHUP; SIGINT when None
+        self.previous: dict[int, "signal._HANDLER"] = {}
+
+    def __enter__(self) -> "StopSignals":
+        for number in STOP_SIGNALS:
+            if signal.getsignal(number) is not signal.SIG_IGN:
+                self.previous[number] = signal.signal(
+                    number, signal.default_int_handler if number == signal.SIGINT else self.stop)
+        return self
+
+    def stop(self, number: int, frame: "FrameType | None") -> None:
+        if self.first is None:
+            self.first = number
+        on_ctrl_c = signal.getsignal(signal.SIGINT)
+        if not callable(on_ctrl_c):  # SIGINT is ignored, but this signal must still stop us
+            raise KeyboardInterrupt
+        on_ctrl_c(signal.SIGINT, frame)
+
+    def __exit__(self, *exception: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def received(self) -> int:
+        """Return the signal that stopped the program (after a KeyboardInterrupt)."""
+        return signal.SIGINT if self.first is None else self.first
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold back the stop signals while the block runs: one that came is handled as it ends."""
+    came: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: came.append(number))
+                for number in STOP_SIGNALS if signal.getsignal(number) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for held in came:
+            signal.raise_signal(held)
+
+
+def run_in_loop(work: Coroutine[None, None, T]) -> T:
+    """Run work in a new event loop and return what it returns, as asyncio.run does."""
+    runner = asyncio.Runner()
+    try:
+        # A signal while the loop is being made would leave it half made, to be complained of
+        # at exit; once made, the runner closes it however the work ends.
+        with signals_held():
+            runner.get_loop()
+        return runner.run(work)
+    finally:
+        runner.close()
+        work.close()  # stopped before it started, work is not warned of as never awaited
+
+
 def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None, T]], *,
                   dashboard: bool) -> T:
     """Run work(screen) in an event loop and return what it returns; screen is the whole
     terminal with the dashboard, else None."""
     if not dashboard:
-        return asyncio.run(work(None))
+        return run_in_loop(work(None))
     import curses
-    # wrapper hands over the screen, and gives the terminal back as it was however the work
-    # ends, Ctrl-C included, before main prints a word.
-    return curses.wrapper(lambda screen: asyncio.run(work(screen)))
+    # What curses.wrapper does, with the signals held while the terminal is set up and while it
+    # is given back: one in the midst of either would leave it half set (keys not echoed).
+    screen = None
+    try:
+        with signals_held():
+            screen = curses.initscr()
+            curses.noecho()
+            curses.cbreak()
+            screen.keypad(True)
+        return run_in_loop(work(screen))
+    finally:
+        if screen is not None:
+            with signals_held():
+                screen.keypad(False)
+                curses.echo()
+                curses.nocbreak()
+                curses.endwin()
 
 
 def save_and_log(db: DatabaseWriter | None, events: EventLog) -> ResultHook:
@@ -2926,14 +3033,15 @@ def recover_and_report(folders: WatchFolders) -> None:
               "file is one of those moved back)", file=sys.stderr)
 
 
-def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolders) -> int:
-    """Watch the folder until Ctrl-C; return 130, or 1 if the watcher could not go on."""
+def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolders,
+              stop: StopSignals) -> int:
+    """Watch the folder until a stop signal; return its exit status, or 1 if the watcher could
+    not go on."""
     session = WatchSession(folders)
     dashboard = check_dashboard(args.dashboard)
     # Without the dashboard, its events (a file finished, failed, waits to retry) go to stderr.
     events = EventLog(echo=None if dashboard else status_line.print)
     db: DatabaseWriter | None = None
-    code = EXIT_INTERRUPTED
     try:
         recover_and_report(folders)
         db = start_database(args.db, settings, [])
@@ -2946,7 +3054,7 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
                                                                session, events)),
             dashboard=dashboard)
     except KeyboardInterrupt:
-        pass
+        code = EXIT_SIGNALLED + stop.received()
     except WatchFailed as error:
         print(f"processor.py: error: {error}", file=sys.stderr)
         code = EXIT_FILE_ERROR
@@ -2959,7 +3067,7 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     return code
 
 
-def watch_command(args: argparse.Namespace, settings: Settings) -> int:
+def watch_command(args: argparse.Namespace, settings: Settings, stop: StopSignals) -> int:
     """Run --watch and return its exit status; exit 2 if the folder cannot be watched."""
     try:
         folders, lock = open_watch_folder(args.watch)
@@ -2967,24 +3075,25 @@ def watch_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"processor.py: error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     try:
-        return run_watch(args, settings, folders)
+        return run_watch(args, settings, folders, stop)
     finally:
         os.close(lock)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line and return its exit status (0, 1 or 130; usage errors exit 2 at once)."""
+def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
+    """Parse the arguments, run the batch (or the watcher) and print its report; return the
+    exit status. A stop signal during the batch gives the report of what finished."""
     args, filenames = parse_command_line(argv)
     settings = Settings(max_concurrent=args.max_concurrent, delay=args.delay,
                         retries=args.retries, retry_delay=args.retry_delay)
     if args.watch is not None:
-        return watch_command(args, settings)
+        return watch_command(args, settings, stop)
     read_file = start_rejects(args.rejects, filenames, client_reader(args))
     dashboard = check_dashboard(args.dashboard)
     format_output = format_json if args.json else format_report
     results: dict[str, FileResult] = {}
     started = time.perf_counter()
-    interrupted = False
+    stopped_by: int | None = None
     db: DatabaseWriter | None = None
     try:
         # A database locked by another program can keep this waiting, until Ctrl-C.
@@ -2994,20 +3103,46 @@ def main(argv: list[str] | None = None) -> int:
         batch = run_batch(filenames, settings, results, db=db, read_file=read_file,
                           dashboard=dashboard)
     except KeyboardInterrupt:
-        interrupted = True
+        stopped_by = stop.received()
         batch = summarize_batch(filenames, results, time.perf_counter() - started)
     finally:
-        # After Ctrl-C too: what finished is saved, the rest saved as cancelled.
+        # After a stop signal too: what finished is saved, the rest saved as cancelled.
         if db is not None and not db.finish():
-            interrupted = True
+            stopped_by = stop.received()
     print(format_output(batch))
     if args.timeline:
         print("\n" + format_batch_timeline(batch, settings.max_concurrent, timeline_width()))
-    if interrupted:
+    if stopped_by is not None:
         print(format_interruption(batch), file=sys.stderr)
     if db is not None:
         print(db.outcome(), file=sys.stderr)
-    return exit_code(batch, interrupted, all_saved=db is None or not db.failures)
+    elif args.db is not None:
+        print(f"processor.py: nothing saved to {args.db}: stopped while it was opened",
+              file=sys.stderr)
+    return exit_code(batch, stopped_by, all_saved=db is None or not db.failures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status (see --help); usage errors exit 2 at once."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A file name or a rejected value may hold what a terminal's encoding cannot show
+        # (a euro sign in Latin-1): written as an escape like \u20ac, not as an exception.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    with StopSignals() as stop:
+        try:
+            code = run_command_line(argv, stop)
+            # Flushed here, not at exit: a reader slow to take the last of the report keeps
+            # this waiting, and a signal meanwhile is handled below.
+            sys.stdout.flush()
+            return code
+        except KeyboardInterrupt:
+            # Before the batch (nothing to report yet), or in the middle of the report.
+            return EXIT_SIGNALLED + stop.received()
+        except BrokenPipeError:
+            # The reader of stdout has gone (`| head`): stop quietly, with the status of a
+            # program that SIGPIPE stopped. Python would try to flush stdout again at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_SIGNALLED + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Every figure is a ratio or a bound measured in this one run, on data this script
 temporary folder with generate_samples.py's functions, so that it means the same on a fast
 machine and a slow one. It takes a few minutes; --quick runs the same steps on small data in
 seconds (its figures are only a smoke test). It prints a table, or the same as JSON with --json.
+Exit status 0 when every target is met, else 1; --quick exits 0 once it has run.
 """
 
 import argparse
@@ -359,9 +360,11 @@ def run_all(folder: Path, sizes: Sizes) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the figures and their targets; return 0 when every target is met, else 1."""
+    """Print the figures and their targets; return 0 when every target is met, else 1, but
+    with --quick 0 once every figure is measured."""
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data: a smoke test, in seconds")
+    parser.add_argument("--quick", action="store_true",
+                        help="small data: a smoke test, in seconds, exit status 0 once run")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
@@ -370,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps([figure._asdict() for figure in figures], indent=2))
     else:
         print(format_table(figures))
-    return 0 if all(figure.passed for figure in figures) else 1
+    # Small data makes --quick's figures rough: it succeeds by running every step, as a smoke test.
+    return 0 if args.quick or all(figure.passed for figure in figures) else 1
 
 
 if __name__ == "__main__":

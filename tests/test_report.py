@@ -1,5 +1,6 @@
 """The report, the JSON and the exit status: pure functions of a batch, checked by hand."""
 import json
+import signal
 
 import pytest
 
@@ -97,23 +98,26 @@ def test_json_carries_every_figure_unrounded():
     assert json.loads(format_json(batch)) == batch
 
 
-@pytest.mark.parametrize("statuses, interrupted, code", [
-    (["completed", "completed"], False, 0),
-    (["completed", "error"], False, 1),
-    (["completed", "cancelled"], True, 130),
-    (["completed", "completed"], True, 130),
-], ids=["all-completed", "one-error", "interrupted", "interrupted-after-the-last-file"])
-def test_exit_status(statuses, interrupted, code):
+@pytest.mark.parametrize("statuses, stopped_by, code", [
+    (["completed", "completed"], None, 0),
+    (["completed", "error"], None, 1),
+    (["completed", "cancelled"], signal.SIGINT, 130),
+    (["completed", "completed"], signal.SIGINT, 130),
+    (["completed", "cancelled"], signal.SIGTERM, 143),
+    (["completed", "error"], signal.SIGHUP, 129),
+], ids=["all-completed", "one-error", "interrupted", "interrupted-after-the-last-file",
+        "terminated", "hung-up-after-an-error"])
+def test_exit_status(statuses, stopped_by, code):
     batch = {"results": {str(n): file_result(str(n), status) for n, status in enumerate(statuses)}}
 
-    assert exit_code(batch, interrupted) == code
+    assert exit_code(batch, stopped_by) == code
 
 
 def test_a_result_that_could_not_be_saved_makes_the_exit_status_1_unless_interrupted():
     batch = {"results": {"a": file_result("a", "completed")}}
 
-    assert exit_code(batch, False, all_saved=False) == 1
-    assert exit_code(batch, True, all_saved=False) == 130
+    assert exit_code(batch, all_saved=False) == 1
+    assert exit_code(batch, signal.SIGINT, all_saved=False) == 130
 
 
 @pytest.mark.parametrize("count, text", [(1, "1 file"), (0, "0 files"), (1200, "1,200 files")])

@@ -585,16 +585,19 @@ def test_a_file_left_in_processing_is_recovered_at_start(tmp_path):
     assert [line["total_transactions"] for line in read_results(root)] == [3]
 
 
-def test_sigint_mid_file_puts_it_back_in_incoming_and_exits_130(tmp_path):
+@pytest.mark.parametrize("how, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                          (signal.SIGHUP, 129)], ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_stop_signal_mid_file_puts_it_back_in_incoming_and_exits_with_its_status(tmp_path, how,
+                                                                                  status):
     root = tmp_path / "inbox"
     watcher = start_watcher(root, "--delay", "1")
     wait_for(lambda: (root / "incoming").is_dir())
     drop(root / "incoming", "slow.csv", HEADER + rows_of(1000))
     wait_for(lambda: (root / "processing" / "slow.csv").exists())
 
-    stdout, stderr = stop(watcher)
+    stdout, stderr = stop(watcher, how)
 
-    assert watcher.returncode == 130
+    assert watcher.returncode == status
     assert names_in(root / "incoming") == ["slow.csv"]
     assert names_in(root / "processing") == []
     assert read_results(root) == []

@@ -1,0 +1,222 @@
+"""Signals at every moment of a run, a closed pipe, an output that cannot carry every character:
+the program ends with a status that says what happened, never with a traceback."""
+import json
+import os
+import pty
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+PROCESSOR = str(TESTS.parent / "processor.py")
+PAUSE_AT = str(TESTS / "pause_at.py")
+HEADER = "transaction_id,customer_id,amount,date,category\n"
+STOP_SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143),
+                "SIGHUP": (signal.SIGHUP, 129)}
+
+
+def start(command: list[str], **options) -> subprocess.Popen:
+    # A process started in the background ignores SIGINT; the program must see it here.
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            **options)
+
+
+def wait_for_line(child: subprocess.Popen, text: str) -> list[str]:
+    """Read the child's stderr up to the first line containing text; return the lines read."""
+    lines = []
+    for line in child.stderr:
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} never came; stderr was {''.join(lines)!r}")
+
+
+def assert_quiet(*outputs: str) -> None:
+    for output in outputs:
+        assert "Traceback" not in output
+        assert "Exception ignored" not in output
+        assert "never awaited" not in output
+        assert "ResourceWarning" not in output
+
+
+def batch_states(database: Path) -> list[str]:
+    with sqlite3.connect(database) as connection:
+        if not connection.execute("SELECT name FROM sqlite_master WHERE name = 'batches'").fetchall():
+            return []
+        return [state for state, in connection.execute("SELECT state FROM batches")]
+
+
+@pytest.fixture
+def small_file(tmp_path) -> str:
+    path = tmp_path / "a.csv"
+    path.write_text(HEADER + "T1,C1,1.00,2024-01-01,a\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("name", STOP_SIGNALS)
+@pytest.mark.parametrize("moment", ["imports", "arguments"])
+def test_a_signal_before_the_batch_ends_the_program_quietly_with_its_status(small_file, moment,
+                                                                          name):
+    number, status = STOP_SIGNALS[name]
+    child = start([sys.executable, PAUSE_AT, moment, small_file])
+    wait_for_line(child, f"paused at {moment}")
+
+    child.send_signal(number)
+    stdout, stderr = child.communicate(timeout=10)
+
+    assert child.returncode == status
+    assert stdout == ""
+    assert_quiet(stderr)
+
+
+@pytest.mark.parametrize("name", STOP_SIGNALS)
+def test_a_signal_while_the_database_opens_leaves_no_batch_running_and_claims_no_save(
+        small_file, tmp_path, name):
+    number, status = STOP_SIGNALS[name]
+    database = tmp_path / "r.db"
+    child = start([sys.executable, PAUSE_AT, "database", "--db", str(database), small_file])
+    wait_for_line(child, "paused at database")
+
+    child.send_signal(number)
+    stdout, stderr = child.communicate(timeout=40)
+
+    assert child.returncode == status
+    assert_quiet(stdout, stderr)
+    assert "Saved to" not in stderr
+    assert f"nothing saved to {database}" in stderr
+    assert batch_states(database) == []
+    assert "cancelled" in stdout  # the partial report: the file never ran
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_event_loop_is_made_reports_every_file_cancelled(small_file, name):
+    number, status = STOP_SIGNALS[name]
+    # An event loop left unclosed is only mentioned when resource warnings are shown.
+    child = start([sys.executable, "-W", "always::ResourceWarning", PAUSE_AT, "loop", small_file])
+    wait_for_line(child, "paused at loop")
+
+    child.send_signal(number)
+    stdout, stderr = child.communicate(timeout=10)
+
+    assert child.returncode == status
+    assert_quiet(stdout, stderr)
+    assert stdout.splitlines()[2].split()[:2] == [small_file, "cancelled"]
+    assert f"Interrupted: not finished: {small_file}" in stderr
+
+
+@pytest.mark.parametrize("name", STOP_SIGNALS)
+def test_a_signal_mid_batch_gives_the_partial_report_and_its_status(tmp_path, name):
+    number, status = STOP_SIGNALS[name]
+    quick = tmp_path / "quick.csv"
+    quick.write_text(HEADER + "T1,C1,1.00,2024-01-01,a\n")
+    slow = tmp_path / "slow.csv"
+    slow.write_text(HEADER + "".join(f"T{n},C1,1.00,2024-01-01,a\n" for n in range(1000)))
+    database = tmp_path / "r.db"
+    child = start([sys.executable, PROCESSOR, "--delay", "1", "--db", str(database),
+                   str(quick), str(slow)])
+    wait_for_line(child, "finished:")
+
+    child.send_signal(number)
+    stdout, stderr = child.communicate(timeout=30)
+
+    assert child.returncode == status
+    assert_quiet(stdout, stderr)
+    rows = {line.split()[0]: line.split()[1] for line in stdout.splitlines()
+            if line.startswith(str(tmp_path))}
+    assert rows == {str(quick): "completed", str(slow): "cancelled"}
+    assert f"Interrupted: not finished: {slow}" in stderr
+    assert f"Saved to {database} as batch 1" in stderr
+    assert batch_states(database) == ["interrupted"]
+
+
+@pytest.mark.parametrize("name", STOP_SIGNALS)
+def test_a_signal_while_the_report_is_written_stops_it_with_the_signals_status(tmp_path, name):
+    number, status = STOP_SIGNALS[name]
+    for n in range(300):  # their JSON is far more than a pipe holds unread
+        (tmp_path / f"file_{n:03d}.csv").write_text(HEADER + "T1,C1,1.00,2024-01-01,a\n")
+    child = start([sys.executable, PROCESSOR, "--json", "--delay", "0", str(tmp_path)])
+    wait_for_line(child, "Processed 300 of 300")
+    time.sleep(0.5)  # the report fills the pipe, and the program waits to write the rest
+
+    child.send_signal(number)
+    stdout, stderr = child.communicate(timeout=10)
+
+    assert child.returncode == status
+    assert_quiet(stderr)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(stdout)  # cut short, and the status says so
+
+
+def read_terminal_until(controller: int, child: subprocess.Popen, text: bytes) -> bytes:
+    """Read what the child writes to its terminal until text appears, or it exits."""
+    seen = b""
+    while text not in seen and child.poll() is None:
+        if select.select([controller], [], [], 0.1)[0]:
+            seen += os.read(controller, 65536)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_curses_start_up_leaves_the_terminal_as_it_was(small_file, name):
+    number, status = STOP_SIGNALS[name]
+    controller, terminal = pty.openpty()
+    before = termios.tcgetattr(terminal)
+    child = subprocess.Popen(
+        [sys.executable, PAUSE_AT, "curses", "--dashboard", small_file],
+        stdin=terminal, stdout=terminal, stderr=terminal, env={**os.environ, "TERM": "xterm"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert b"paused at curses" in read_terminal_until(controller, child, b"paused at curses")
+        child.send_signal(number)
+        output = read_terminal_until(controller, child, b"never")
+        child.wait(timeout=10)
+        output += os.read(controller, 65536) if select.select([controller], [], [], 0.5)[0] else b""
+        after = termios.tcgetattr(terminal)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+
+    assert child.returncode == status
+    assert_quiet(output.decode(errors="replace"))
+    assert after[3] & termios.ECHO  # local modes: keys are echoed again
+    assert after[3] & termios.ICANON
+    assert after == before
+    assert b"cancelled" in output  # the partial report
+
+
+@pytest.mark.parametrize("options", [[], ["--json"], ["--timeline"]],
+                         ids=["report", "json", "timeline"])
+def test_a_closed_pipe_ends_the_program_quietly_with_status_141(tmp_path, options):
+    for n in range(3):
+        (tmp_path / f"file_{n}.csv").write_text(HEADER + "T1,C1,1.00,2024-01-01,a\n")
+    child = start([sys.executable, PROCESSOR, "--delay", "0", *options, str(tmp_path)])
+    child.stdout.close()  # as `| head` does once it has read its lines
+
+    stderr = child.stderr.read()
+    child.wait(timeout=30)
+
+    assert child.returncode == 141  # 128 + SIGPIPE, as a program that SIGPIPE stopped
+    assert_quiet(stderr)
+    assert "Processed 3 of 3 files" in stderr
+
+
+def test_characters_the_output_cannot_carry_are_escaped(tmp_path):
+    euro = tmp_path / "euro.csv"
+    euro.write_text(HEADER + "T1,C1,€12.00,2024-01-01,a\nT2,C1,1.00,2024-01-01,a\n",
+                    encoding="utf-8")
+
+    done = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", str(euro)],
+                          capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii"},
+                          timeout=30)
+
+    assert done.returncode == 0
+    assert b"  line 2: amount '\\u20ac12.00' is not a plain decimal number" in done.stdout
+    assert_quiet(done.stderr.decode())
