@@ -112,6 +112,7 @@ T = TypeVar("T")
 # In this one no sum of amounts can outgrow the precision, so adding is always exact.
 EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 CENTS = Decimal("0.01")
+AVERAGE_PLACES = 20  # decimal places an exact average keeps, beyond those of its total
 
 PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -140,6 +141,7 @@ class FileResult(TypedDict):
     total_amount: float
     total_amount_exact: str  # the same sum as plain decimal text, nothing rounded
     average_transaction: float
+    average_transaction_exact: str  # the exact sum / count as decimal text (see exact_average)
     top_category: str | None
     date_range: DateRange
     processing_time: float
@@ -404,6 +406,15 @@ def top_category(categories: Counter[str]) -> str | None:
     return min(categories, key=lambda name: (-categories[name], name), default=None)
 
 
+def exact_average(total: Decimal, count: int) -> Decimal:
+    """Return total / count: exact if it ends within AVERAGE_PLACES decimals more than the total
+    has, else rounded half to even there (10 / 3 is 3.33333333333333333333)."""
+    places = AVERAGE_PLACES - min(0, int(total.as_tuple().exponent))
+    # A Fraction divides exactly, and round() on it rounds half to even, as Decimal does.
+    scaled = Decimal(round(Fraction(total) / count * 10 ** places))
+    return scaled.scaleb(-places, EXACT).normalize(EXACT)
+
+
 def to_float(value: Fraction) -> float:
     """Round an exact value to the nearest float; past the float range, to infinity, as Decimal does."""
     try:
@@ -420,10 +431,12 @@ def file_result(filename: str, status: Status, tally: FileTally | None = None, *
     tally = FileTally() if tally is None else tally
     # Fraction keeps the average exact until the one rounding into a float.
     average = to_float(Fraction(tally.total) / tally.count) if tally.count else 0.0
+    average_exact = exact_average(tally.total, tally.count) if tally.count else Decimal(0)
     return {
         "filename": filename, "status": status,
         "total_transactions": tally.count, "total_amount": float(tally.total),
         "total_amount_exact": f"{tally.total:f}", "average_transaction": average,
+        "average_transaction_exact": f"{average_exact:f}",
         "top_category": top_category(tally.categories),
         "date_range": {"earliest": tally.earliest, "latest": tally.latest},
         "processing_time": seconds, "invalid_rows": tally.invalid_rows,
@@ -983,7 +996,8 @@ def file_row(result: FileResult) -> list[str]:
     return [
         result["filename"], result["status"],
         f"{result['total_transactions']:,}", f"{result['invalid_rows']:,}",
-        format_amount(result["total_amount_exact"]), f"{result['average_transaction']:,.2f}",
+        format_amount(result["total_amount_exact"]),
+        f"{Decimal(result['average_transaction_exact']):,.2f}",  # to the cent, half to even
         result["top_category"] or "-",
         f"{dates['earliest']} to {dates['latest']}" if dates["earliest"] else "-",
         seconds,
@@ -1059,9 +1073,27 @@ def format_report(batch: BatchResult) -> str:
     return "\n".join(lines)
 
 
+def finite_or_none(value: object) -> object:
+    """Return value with each float that is not finite, in it however deep, made None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def strict_json(value: object, indent: int | None = None) -> str:
+    """Return value as JSON as RFC 8259 has it: a float past the float range (a sum of 309
+    digits) is null, which the exact text beside it makes good, and never Infinity, which
+    Python writes by default and strict parsers refuse."""
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)
+
+
 def format_json(batch: BatchResult) -> str:
     """Return the batch as JSON: every result and the summary, amounts unrounded."""
-    return json.dumps(batch, indent=2)
+    return strict_json(batch, indent=2)
 
 
 def exit_code(batch: BatchResult, stopped_by: int | None = None, *, all_saved: bool = True) -> int:
@@ -2379,7 +2411,7 @@ def file_sha256(path: str) -> str | None:
 def results_line(result: FileResult, sha256: str | None, finished_at: str) -> str:
     """Return a file's line of results.jsonl: its result, when it finished, and the SHA-256
     of its bytes, by which a reader can tell a file that was recorded twice."""
-    return json.dumps({**result, "finished_at": finished_at, "sha256": sha256}) + "\n"
+    return strict_json({**result, "finished_at": finished_at, "sha256": sha256}) + "\n"
 
 
 def append_durably(path: str, line: str) -> None:

@@ -80,6 +80,7 @@ async def test_average_is_the_exact_quotient_rounded_once(write_csv):
     result = await process_file(path, delay=0)
 
     assert result["average_transaction"] == 4 / 3
+    assert result["average_transaction_exact"] == "1." + "3" * 20  # 4 / 3, to 20 places
 
 
 @pytest.mark.asyncio
@@ -478,3 +479,4 @@ async def test_amounts_beyond_the_float_range_stay_exact_and_convert_to_infinity
     assert result["total_amount_exact"] == "1" + "0" * 400  # 999...9 + 1
     assert result["total_amount"] == float("inf")
     assert result["average_transaction"] == float("inf")
+    assert result["average_transaction_exact"] == "5" + "0" * 399  # 10**400 / 2

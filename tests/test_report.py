@@ -20,7 +20,8 @@ def a_batch() -> dict:
     completed = file_result("east.csv", "completed", seconds=1.5)
     completed.update({
         "total_transactions": 1200, "total_amount": 1234567.5, "total_amount_exact": "1234567.50",
-        "average_transaction": 1028.80625, "top_category": "travel",
+        "average_transaction": 1028.80625, "average_transaction_exact": "1028.80625",
+        "top_category": "travel",
         "date_range": {"earliest": "2024-01-02", "latest": "2024-12-30"}, "invalid_rows": 7,
         "row_errors": [{"line": n, "reason": "date is empty"} for n in range(10, 17)],
     })
@@ -96,6 +97,41 @@ def test_json_carries_every_figure_unrounded():
     batch = a_batch()
 
     assert json.loads(format_json(batch)) == batch
+
+
+def refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_json_is_strict_a_sum_past_the_float_range_is_null_beside_its_exact_text():
+    batch = a_batch()
+    huge = "1" + "0" * 400
+    batch["results"]["east.csv"].update({
+        "total_amount": float("inf"), "total_amount_exact": huge,
+        "average_transaction": float("inf"), "average_transaction_exact": "5" + "0" * 399})
+    batch["summary"].update({"total_amount": float("inf"), "total_amount_exact": huge})
+
+    parsed = json.loads(format_json(batch), parse_constant=refuse)
+
+    east = parsed["results"]["east.csv"]
+    assert (east["total_amount"], east["average_transaction"]) == (None, None)
+    assert (east["total_amount_exact"], east["average_transaction_exact"]) == (huge, "5" + "0" * 399)
+    assert parsed["summary"]["total_amount"] is None
+    assert parsed["summary"]["total_amount_exact"] == huge
+
+
+@pytest.mark.parametrize("exact, shown", [("2.675", "2.68"), ("0.125", "0.12"), ("0.135", "0.14"),
+                                          ("1234.5", "1,234.50"), ("5" + "0" * 30, f"{5 * 10**30:,}.00")],
+                         ids=["float-would-say-2.67", "half-to-even-down", "half-to-even-up",
+                              "separators", "beyond-float"])
+def test_the_average_is_shown_from_its_exact_value_to_the_cent(exact, shown):
+    batch = a_batch()
+    batch["results"]["east.csv"]["average_transaction_exact"] = exact
+    batch["results"]["east.csv"]["average_transaction"] = float(exact)
+
+    east = next(line for line in format_report(batch).splitlines() if line.startswith("east.csv"))
+
+    assert east.split()[5] == shown
 
 
 @pytest.mark.parametrize("statuses, stopped_by, code", [

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -681,3 +682,15 @@ def test_with_the_dashboard_the_watch_is_drawn_full_screen_and_q_stops_it(tmp_pa
     assert b"(3 valid, 1 rejected)" not in run.output  # events are drawn, never printed over it
     assert names_in(root / "done") == ["client.csv"]
     assert [line["total_transactions"] for line in read_results(root)] == [3]
+
+
+def test_a_results_line_is_strict_json_even_for_a_sum_past_the_float_range():
+    tally = processor.FileTally(count=2, total=Decimal("1" + "0" * 400))
+    result = processor.file_result("huge.csv", "completed", tally)
+
+    line = json.loads(processor.results_line(result, None, "2026-11-30T00:00:00.000+00:00"),
+                      parse_constant=lambda constant: pytest.fail(f"{constant} in the line"))
+
+    assert (line["total_amount"], line["average_transaction"]) == (None, None)
+    assert line["total_amount_exact"] == "1" + "0" * 400
+    assert line["average_transaction_exact"] == "5" + "0" * 399
