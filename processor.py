@@ -99,6 +99,7 @@ SPINNER_FRAMES = "\\|/-"
 SPINNER_INTERVAL_S = 0.1
 MONITOR_INTERVAL_S = 2.0
 MONITOR_POLL_S = 0.1
+UNKNOWN_WIDTH = 80  # what a line that must fit may use when it goes to a file or a pipe
 REPORT_ROW_ERRORS = 5
 
 EXIT_OK = 0
@@ -279,6 +280,11 @@ def is_calendar_date(text: str) -> bool:
     return True
 
 
+def plural(count: int, noun: str) -> str:
+    """Return `1 file`, `2 files`: the count and the noun, in the plural unless it is one."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def shorten(value: str, limit: int = 40) -> str:
     """Quote a field's value for an error message, cut short if it is long."""
     return repr(value if len(value) <= limit else value[: limit - 3] + "...")
@@ -330,7 +336,7 @@ def row_problems(values: list[str], *, decimal_comma: bool) -> str:
 def check_row(fields: list[str], columns: Columns) -> Transaction | str:
     """Return the row as a Transaction, or the reason it is rejected, naming the field(s)."""
     if len(fields) != len(columns.names):
-        return f"has {len(fields)} fields, the header has {len(columns.names)}"
+        return f"has {plural(len(fields), 'field')}, the header has {len(columns.names):,}"
     if is_undecodable("".join(fields)):
         undecodable = [readable_text(columns.names[i]) or f"column {i + 1}"
                        for i, value in enumerate(fields) if is_undecodable(value)]
@@ -622,9 +628,21 @@ async def process_file(
 
 # --- The spinner ---
 
-def plural(count: int, noun: str) -> str:
-    """Return `1 file`, `2 files`: the count and the noun, in the plural unless it is one."""
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+def terminal_width(stream: TextIO) -> int | None:
+    """Return the width the user gave in COLUMNS, else that of the terminal stream writes to;
+    None for neither (a file, a pipe)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else None
+    except (OSError, ValueError):  # no file descriptor (a test's capture), or no size
+        return None
+
+
+def cut(text: str, width: int) -> str:
+    """Return text, ended with ... if it is wider than width."""
+    return text if len(text) <= width else text[:max(width - 3, 0)] + "..."[:width]
 
 
 class StatusLine:
@@ -634,6 +652,9 @@ class StatusLine:
         self.width = 0
 
     def draw(self, text: str) -> None:
+        # A line wider than the terminal would wrap, and each redraw would scroll a copy up.
+        width = terminal_width(sys.stderr)
+        text = text if width is None else cut(text, width - 1)
         sys.stderr.write("\r" + text)
         sys.stderr.flush()
         self.width = len(text)
@@ -705,26 +726,58 @@ def count_bytes_done(sizes: dict[str, int], results: dict[str, FileResult],
                for name, size in sizes.items())
 
 
+def format_duration(seconds: float) -> str:
+    """Return a time as a person says it: `4 s` up to a minute and a half, then `17 min`, from
+    an hour and a half `2 h 5 min`."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
 def format_time_left(seconds_left: float | None) -> str:
     """Return `about 4 s left`, or `estimating time left` before there is anything to go by."""
     if seconds_left is None:
         return "estimating time left"
-    return f"about {max(1, round(seconds_left))} s left"
+    return f"about {format_duration(seconds_left)} left"
+
+
+def list_names(names: list[str], room: int) -> str:
+    """Return the names joined by commas, as many as fit in `room` characters, the rest
+    counted: `a.csv, b.csv and 1,498 more`; `1,500 files` if not one fits; a lone name whole."""
+    if len(names) == 1 or len(", ".join(names)) <= room:
+        return ", ".join(names)
+    shown, used = 0, 0  # the names that fit so far, and their length joined by commas
+    for name in names[:-1]:
+        joined = used + len(", " if shown else "") + len(name)
+        if joined + len(f" and {len(names) - shown - 1:,} more") > room:
+            break
+        shown, used = shown + 1, joined
+    if not shown:
+        return plural(len(names), "file")
+    return ", ".join(names[:shown]) + f" and {len(names) - shown:,} more"
 
 
 def format_progress(done: int, total: int, newly_finished: list[str],
-                    seconds_left: float | None, retrying: list[str] | None = None) -> str:
+                    seconds_left: float | None, retrying: list[str] | None = None,
+                    width: int | None = None) -> str:
     """Return the monitor's line: `Processed 3 of 7 files (43%) | finished: a.csv | about 4 s left`,
-    with `| waiting to retry: b.csv` while files wait to be tried again."""
+    with `| waiting to retry: b.csv` while files wait to be tried again. Given a width, the
+    lists of names are cut to fit it."""
     percent = percent_done(done / total if total else 1.0, done >= total)
-    parts = [f"Processed {done} of {total} files ({percent}%)"]
-    if newly_finished:
-        parts.append("finished: " + ", ".join(newly_finished))
-    if retrying:
-        parts.append("waiting to retry: " + ", ".join(retrying))
+    fixed = [f"Processed {done:,} of {total:,} files ({percent}%)"]
     if done < total:
-        parts.append(format_time_left(seconds_left))
-    return " | ".join(parts)
+        fixed.append(format_time_left(seconds_left))
+    lists = [(label, names) for label, names in [("finished: ", newly_finished),
+                                                  ("waiting to retry: ", retrying or [])] if names]
+    # What is left of the width after the fixed parts, shared between the lists.
+    room = (None if width is None else
+            (width - len(" | ".join(fixed)) - len(" | ") * len(lists)) // max(len(lists), 1))
+    parts = [label + (", ".join(names) if room is None else list_names(names, room - len(label)))
+             for label, names in lists]
+    return " | ".join([fixed[0], *parts, *fixed[1:]])
 
 
 async def monitor_progress(filenames: list[str], results: dict[str, FileResult], *,
@@ -754,9 +807,10 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult],
             seconds_left = estimate_seconds_left(loop.time() - started,
                                                  count_bytes_done(sizes, results, progress),
                                                  sum(sizes.values()))
-            status_line.print(format_progress(len(finished), len(names), newly_finished,
-                                              seconds_left,
-                                              [name for name in names if name in retrying]))
+            status_line.print(format_progress(
+                len(finished), len(names), newly_finished, seconds_left,
+                [name for name in names if name in retrying],
+                terminal_width(sys.stderr) or UNKNOWN_WIDTH))
             next_line_at += MONITOR_INTERVAL_S
         if all_done:
             return
@@ -1907,11 +1961,6 @@ def take_snapshot(sizes: dict[str, int], batch: Batch, events: EventLog) -> Dash
                           [BatchEvent(at - batch.started, text) for at, text in events.recent])
 
 
-def cut(text: str, width: int) -> str:
-    """Return text, ended with ... if it is wider than width."""
-    return text if len(text) <= width else text[:max(width - 3, 0)] + "..."[:width]
-
-
 def cut_left(text: str, width: int) -> str:
     """Return text padded to width, or begun with ... if it is wider: the end of a file's name
     tells it from the others."""
@@ -2054,7 +2103,6 @@ async def show_dashboard(screen: "curses.window", events: EventLog, batch: Batch
 # left to right, each file's span in the slot it held. No row ever holds two files at once,
 # and the dots are where a slot sat idle.
 
-TIMELINE_WIDTH = 80  # columns when stdout is not a terminal
 TIMELINE_RIGHT_MARGIN = 4  # room after the chart for the slots' closing | and the last second
 TIMELINE_TICK_GAP = 10  # the fewest columns between two ticks of the time axis
 
@@ -2139,6 +2187,11 @@ def format_axis(to_column: Callable[[float], int], duration: float, chart: int,
     return [" " * indent + "".join(ruler), seconds]
 
 
+def format_seconds(seconds: float) -> str:
+    """Return `1.25 s`, or `0.42 ms` under a hundredth of a second, which `0.00 s` would hide."""
+    return f"{seconds:.2f} s" if seconds >= 0.01 else f"{seconds * 1000:.2g} ms"
+
+
 def format_timeline(spans: list[Span], slot_count: int, width: int) -> list[str]:
     """Return the chart of the slots, at most `width` columns wide: a row per slot with the
     spans in it, a time axis, and a legend for each file whose name did not fit its span."""
@@ -2163,8 +2216,8 @@ def format_timeline(spans: list[Span], slot_count: int, width: int) -> list[str]
             first, end = columns[span]
             cells[first:end] = draw_span(end - first, keys.get(span, labels[span]))
         rows.append(f"slot {slot:>{indent - 7}} |" + "".join(cells) + "|")
-    header = (f"Timeline: {plural(slot_count, 'slot')} over {duration:.2f} s, "
-              f"a column every {duration / chart:.2g} s, . where a slot sat idle")
+    header = (f"Timeline: {plural(slot_count, 'slot')} over {format_seconds(duration)}, "
+              f"a column every {format_seconds(duration / chart)}, . where a slot sat idle")
     legend = [f"  {keys[span]} = {span.filename} (slot {span.slot}, {span.start:.2f} "
               f"to {span.end:.2f} s)" for span in unlabelled]
     return [header, *rows, *format_axis(to_column, duration, chart, indent, width), *legend]
@@ -2177,8 +2230,9 @@ def format_batch_timeline(batch: BatchResult, max_concurrent: int, width: int) -
 
 
 def timeline_width() -> int:
-    """Return the columns the timeline may use: the terminal's width, or 80 off a terminal."""
-    return os.get_terminal_size().columns if sys.stdout.isatty() else TIMELINE_WIDTH
+    """Return the columns the timeline may use: the terminal's width (or COLUMNS), or 80 off a
+    terminal."""
+    return terminal_width(sys.stdout) or UNKNOWN_WIDTH
 
 
 # --- Watching a folder ---

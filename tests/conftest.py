@@ -60,6 +60,7 @@ def fake_terminal(monkeypatch) -> Callable[[], FakeTerminal]:
     """
     def make() -> FakeTerminal:
         fake = FakeTerminal()
+        monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: no line is cut to fit
         monkeypatch.setattr(sys, "stderr", fake)
         monkeypatch.setattr(processor.status_line, "width", 0)
         return fake

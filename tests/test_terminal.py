@@ -88,6 +88,7 @@ async def test_monitor_names_only_the_files_finished_since_its_last_line(capsys,
 async def test_monitor_names_the_files_waiting_to_retry_in_input_order(capsys, monkeypatch):
     monkeypatch.setattr(processor, "MONITOR_INTERVAL_S", 0)
     monkeypatch.setattr(processor, "MONITOR_POLL_S", 0)
+    monkeypatch.setenv("COLUMNS", "200")
     results = {"a.csv": processor.file_result("a.csv", "completed")}
     retrying = {"d.csv", "b.csv"}
     monitor = asyncio.create_task(monitor_progress(["a.csv", "b.csv", "c.csv", "d.csv"], results,
@@ -124,6 +125,61 @@ async def test_monitor_clears_the_spinner_line_before_writing(fake_terminal):
 ], ids=["midway", "nothing-yet", "never-100-before-the-end", "done"])
 def test_progress_line(done, total, finished, left, line):
     assert format_progress(done, total, finished, left) == line
+
+
+def test_progress_line_of_many_files_has_thousands_separators_and_fits_the_width():
+    finished = [f"f{n:04d}.csv" for n in range(1500)]
+
+    line = format_progress(1500, 1500, finished, None, width=80)
+
+    # The counts and the label take 51 columns; each name and its comma 11 more.
+    assert line == ("Processed 1,500 of 1,500 files (100%) | finished: f0000.csv "
+                    "and 1,499 more")
+    assert len(line) <= 80
+    assert format_progress(1500, 1500, finished, None, width=100) == (
+        "Processed 1,500 of 1,500 files (100%) | finished: f0000.csv, f0001.csv, f0002.csv "
+        "and 1,497 more")
+
+
+def test_progress_line_with_no_room_for_a_name_counts_the_files():
+    finished = [f"data/transactions_{n:04d}.csv" for n in range(1500)]
+
+    assert format_progress(1500, 1500, finished, None, width=80) == \
+        "Processed 1,500 of 1,500 files (100%) | finished: 1,500 files"
+
+
+def test_progress_line_shares_the_width_between_its_lists_and_keeps_the_time_left():
+    line = format_progress(1, 9, ["a.csv", "b.csv", "c.csv", "d.csv"], 200.0,
+                           ["e.csv", "f.csv", "g.csv", "h.csv"], width=120)
+
+    assert line == ("Processed 1 of 9 files (11%) | finished: a.csv, b.csv and 2 more | "
+                    "waiting to retry: 4 files | about 3 min left")
+    assert len(line) <= 120
+
+
+def test_a_name_wider_than_the_room_is_still_shown():
+    name = "x" * 100 + ".csv"
+
+    assert format_progress(1, 2, [name], None, width=80) == \
+        f"Processed 1 of 2 files (50%) | finished: {name} | estimating time left"
+
+
+@pytest.mark.parametrize("seconds, said", [
+    (0.2, "1 s"), (4.4, "4 s"), (89, "89 s"), (90, "2 min"), (1002, "17 min"), (5369, "89 min"),
+    (5400, "1 h 30 min"), (7500, "2 h 5 min"), (100_000, "27 h 47 min"),
+], ids=lambda value: str(value))
+def test_time_left_is_said_in_seconds_minutes_or_hours(seconds, said):
+    assert processor.format_time_left(seconds) == f"about {said} left"
+
+
+def test_the_status_line_is_cut_to_the_terminal_so_that_it_never_wraps(fake_terminal, monkeypatch):
+    terminal = fake_terminal()
+    monkeypatch.setenv("COLUMNS", "40")
+
+    processor.status_line.draw("| watching /srv/inbox: 12 done, 1 failed, 2 processing, 3 waiting")
+
+    assert terminal.getvalue() == "\r| watching /srv/inbox: 12 done, 1 fa..."
+    assert len(terminal.getvalue()) - 1 == 39
 
 
 def test_progress_line_names_the_files_waiting_to_retry():
