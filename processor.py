@@ -69,6 +69,7 @@ import queue
 import random
 import re
 import stat
+import textwrap
 import threading
 import time
 from collections import Counter, deque
@@ -101,6 +102,12 @@ MONITOR_INTERVAL_S = 2.0
 MONITOR_POLL_S = 0.1
 UNKNOWN_WIDTH = 80  # what a line that must fit may use when it goes to a file or a pipe
 REPORT_ROW_ERRORS = 5
+TABLE_COLUMNS = ("File", "Status", "Valid", "Rejected", "Total", "Average", "Top category",
+                 "Dates", "Seconds")
+NUMBER_COLUMNS = {"Valid", "Rejected", "Total", "Average", "Seconds"}  # aligned to the right
+# At a terminal too narrow for the report's table, these are left out first, in this order.
+OPTIONAL_COLUMNS = ("Dates", "Seconds", "Top category", "Average")
+NAME_MIN_WIDTH = 24  # the file names are cut no narrower than this (or their own width)
 
 EXIT_OK = 0
 EXIT_FILE_ERROR = 1
@@ -635,9 +642,10 @@ def terminal_width(stream: TextIO) -> int | None:
     if columns.isdigit() and int(columns) > 0:
         return int(columns)
     try:
-        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else None
+        columns = os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
     except (OSError, ValueError):  # no file descriptor (a test's capture), or no size
-        return None
+        columns = 0
+    return columns or None  # a terminal may say 0 when it does not know its size
 
 
 def cut(text: str, width: int) -> str:
@@ -1030,15 +1038,75 @@ def format_amount(text: str) -> str:
     return f"{value:,f}"
 
 
-def format_table(header: list[str], rows: list[list[str]], right_aligned: set[int]) -> list[str]:
-    """Return the rows as lines of aligned columns, under the header and a rule."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+class Column(NamedTuple):
+    """One column of a table: its title, its cells from top to bottom, and how they align."""
+    title: str
+    cells: list[str]
+    right_aligned: bool = False
 
-    def line(cells: list[str]) -> str:
-        return "  ".join(cell.rjust(width) if i in right_aligned else cell.ljust(width)
-                         for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
+    def width(self) -> int:
+        return max(map(len, [self.title, *self.cells]))
 
-    return [line(header), line(["-" * width for width in widths]), *map(line, rows)]
+
+def format_table(columns: list[Column]) -> list[str]:
+    """Return the columns side by side as lines, under their titles and a rule."""
+    widths = [column.width() for column in columns]
+    rows = zip(*([column.title, "-" * width, *column.cells]
+                 for column, width in zip(columns, widths)))
+    return ["  ".join(cell.rjust(width) if column.right_aligned else cell.ljust(width)
+                      for cell, column, width in zip(row, columns, widths)).rstrip()
+            for row in rows]
+
+
+def table_width(columns: list[Column]) -> int:
+    return sum(column.width() for column in columns) + 2 * (len(columns) - 1)
+
+
+def cut_middle(text: str, width: int) -> str:
+    """Return text with its middle made ... if it is wider than width: the start of a path
+    and the end of its name tell it apart."""
+    if len(text) <= width:
+        return text
+    start = (width - 3) // 2
+    return text[:start] + "..." + text[len(text) - (width - 3 - start):]
+
+
+def fit_columns(columns: list[Column], width: int) -> tuple[list[Column], list[str]]:
+    """Return a table made to fit in width, and the titles of the columns it left out.
+
+    The first column holds the file names. Until they have NAME_MIN_WIDTH or their own width,
+    whichever is less, the OPTIONAL_COLUMNS are left out one by one; then the names are cut
+    in the middle to fit (to 5 characters at the least). A table that cannot fit even so (a
+    total of 90 digits) stays wider.
+    """
+    names, others = columns[0], columns[1:]
+    left_out: list[str] = []
+    for title in OPTIONAL_COLUMNS:
+        if width - table_width(others) - 2 >= min(names.width(), NAME_MIN_WIDTH):
+            break
+        others = [column for column in others if column.title != title]
+        left_out.append(title)
+    room = max(width - table_width(others) - 2, 5)
+    return [names._replace(cells=[cut_middle(name, room) for name in names.cells]), *others], left_out
+
+
+def join_parts(parts: list[str], width: int | None) -> list[str]:
+    """Return the parts joined by ` | `, on as many lines as keep each within width (if given),
+    the next ones indented."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if width is None or len(lines[-1]) + len(" | ") + len(part) <= width:
+            lines[-1] += " | " + part
+        else:
+            lines.append("    " + part)
+    return lines
+
+
+def wrap(line: str, width: int) -> list[str]:
+    """Return the line broken at spaces into lines no wider than width, the next ones indented
+    four spaces more than the first."""
+    indent = " " * (len(line) - len(line.lstrip()) + 4)
+    return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) or [line]
 
 
 def file_row(result: FileResult) -> list[str]:
@@ -1093,13 +1161,27 @@ def format_speedup(elapsed: float, total_processing_time: float) -> str:
     return text + "."
 
 
-def format_report(batch: BatchResult) -> str:
-    """Return the report: a table of the files, their rejected rows and errors, then the totals."""
+def format_file_table(results: list[FileResult], width: int | None) -> list[str]:
+    """Return the table of the files, made to fit in width if one is given."""
+    rows = [file_row(result) for result in results]
+    columns = [Column(title, [row[index] for row in rows], title in NUMBER_COLUMNS)
+               for index, title in enumerate(TABLE_COLUMNS)]
+    if width is None:
+        return format_table(columns)
+    columns, left_out = fit_columns(columns, width)
+    note = f"(left out to fit {width} columns: {', '.join(left_out)})"
+    return format_table(columns) + (wrap(note, width) if left_out else [])
+
+
+def format_report(batch: BatchResult, width: int | None = None) -> str:
+    """Return the report: a table of the files, their rejected rows and errors, then the totals.
+
+    Given a width (a terminal's), no line is wider, if it can be helped: the table is made
+    narrower (see fit_columns), and the other lines are wrapped.
+    """
     results = list(batch["results"].values())
     summary = batch["summary"]
-    header = ["File", "Status", "Valid", "Rejected", "Total", "Average", "Top category",
-              "Dates", "Seconds"]
-    lines = format_table(header, [file_row(result) for result in results], {2, 3, 4, 5, 8})
+    lines: list[str] = []
     for result in results:
         if result["invalid_rows"]:
             lines += ["", *format_rejections(result)]
@@ -1113,18 +1195,19 @@ def format_report(batch: BatchResult) -> str:
     errors = [f"  {result['filename']}: {result['error']}" for result in results if result["error"]]
     if errors:
         lines += ["", "Errors:", *errors]
-    counts = f"{summary['completed_files']} completed, {summary['failed_files']} failed"
+    counts = f"{summary['completed_files']:,} completed, {summary['failed_files']:,} failed"
     if summary["cancelled_files"]:
-        counts += f", {summary['cancelled_files']} cancelled"
-    lines += [
-        "",
-        f"Batch: {plural(summary['total_files'], 'file')} ({counts}) | "
-        f"{summary['total_transactions']:,} transactions | "
-        f"total {format_amount(summary['total_amount_exact'])} | "
-        f"{summary['invalid_rows']:,} rows rejected",
-        format_speedup(summary["elapsed"], summary["total_processing_time"]),
-    ]
-    return "\n".join(lines)
+        counts += f", {summary['cancelled_files']:,} cancelled"
+    lines.append("")
+    if width is not None:
+        lines = [part for line in lines for part in wrap(line, width)]
+    lines += join_parts([f"Batch: {plural(summary['total_files'], 'file')} ({counts})",
+                         plural(summary["total_transactions"], "transaction"),
+                         f"total {format_amount(summary['total_amount_exact'])}",
+                         f"{plural(summary['invalid_rows'], 'row')} rejected"], width)
+    speedup = format_speedup(summary["elapsed"], summary["total_processing_time"])
+    lines += [speedup] if width is None else wrap(speedup, width)
+    return "\n".join(format_file_table(results, width) + lines)
 
 
 def finite_or_none(value: object) -> object:
@@ -3176,7 +3259,8 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
         return watch_command(args, settings, stop)
     read_file = start_rejects(args.rejects, filenames, client_reader(args))
     dashboard = check_dashboard(args.dashboard)
-    format_output = format_json if args.json else format_report
+    format_output = (format_json if args.json else
+                     functools.partial(format_report, width=terminal_width(sys.stdout)))
     results: dict[str, FileResult] = {}
     started = time.perf_counter()
     stopped_by: int | None = None

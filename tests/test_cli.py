@@ -1,5 +1,6 @@
 """The command line, run as a user runs it: exit codes, streams, JSON, directories, Ctrl-C."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -184,3 +185,20 @@ def test_a_file_named_twice_or_through_its_directory_is_processed_once(write_csv
     assert code == 0
     assert list(json.loads(captured.out)["results"]) == [path]
     assert "Processing 1 file," in captured.err
+
+
+def test_the_report_fits_the_width_in_columns_and_is_whole_off_a_terminal():
+    sample_data = str(Path(PROCESSOR).parent / "sample_data")
+
+    narrow = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", sample_data],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COLUMNS": "80"})
+    whole = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", sample_data],
+                           capture_output=True, text=True, timeout=60,
+                           env={key: value for key, value in os.environ.items()
+                                if key != "COLUMNS"})
+
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    assert "(left out to fit 80 columns: Dates, Seconds, Top category)" in narrow.stdout
+    assert whole.stdout.splitlines()[0].split()[-2:] == ["Dates", "Seconds"]
+    assert max(len(line) for line in whole.stdout.splitlines()) > 80

@@ -159,3 +159,51 @@ def test_a_result_that_could_not_be_saved_makes_the_exit_status_1_unless_interru
 @pytest.mark.parametrize("count, text", [(1, "1 file"), (0, "0 files"), (1200, "1,200 files")])
 def test_counts_of_files_read_as_english(count, text):
     assert plural(count, "file") == text
+
+
+def long_named_batch() -> dict:
+    batch = a_batch()
+    east = batch["results"].pop("east.csv")
+    east["filename"] = "clients/2024/northern-region/east_transactions.csv"
+    batch["results"][east["filename"]] = east
+    return batch
+
+
+def test_without_a_width_the_table_has_every_column():
+    header = format_report(long_named_batch()).splitlines()[0]
+
+    assert header.split()[-1] == "Seconds"
+    assert "Dates" in header and "Top category" in header
+
+
+def test_at_80_columns_no_line_is_wider_and_the_table_says_what_it_left_out():
+    lines = format_report(long_named_batch(), width=80).splitlines()
+
+    assert max(map(len, lines)) <= 80
+    assert lines[0].split() == ["File", "Status", "Valid", "Rejected", "Total", "Average"]
+    # Without Dates, Seconds and Top category the other columns and their gaps take 52 of the
+    # 80 columns: the name's 50 characters are cut to 28, 12 before the ... and 13 after.
+    assert lines[3].split() == ["clients/2024...nsactions.csv", "completed", "1,200", "7",
+                                "1,234,567.50", "1,028.81"]
+    assert lines[4] == "(left out to fit 80 columns: Dates, Seconds, Top category)"
+    assert lines[-4:] == [
+        "Batch: 2 files (1 completed, 1 failed) | 1,200 transactions | total 1,234,567.50",
+        "    7 rows rejected",
+        "Elapsed 1.00 s; one after another the files took 2.00 s, so running them",
+        "    concurrently was 2.0x faster."]
+
+
+def test_a_short_name_keeps_more_columns_and_dates_go_first():
+    lines = format_report(a_batch(), width=80).splitlines()
+
+    assert lines[0].split("  ")[-1] == "Top category"
+    assert "Dates" not in lines[0] and "Seconds" not in lines[0]
+    assert lines[2].split()[:2] == ["east.csv", "completed"]
+    assert max(map(len, lines)) <= 80
+
+
+def test_one_transaction_is_singular():
+    batch = a_batch()
+    batch["summary"].update({"total_transactions": 1, "invalid_rows": 1})
+
+    assert "| 1 transaction | total 1,234,567.50 | 1 row rejected" in format_report(batch)
