@@ -638,9 +638,9 @@ async def process_file(
 def terminal_width(stream: TextIO) -> int | None:
     """Return the width the user gave in COLUMNS, else that of the terminal stream writes to;
     None for neither (a file, a pipe)."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    given = os.environ.get("COLUMNS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     try:
         columns = os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
     except (OSError, ValueError):  # no file descriptor (a test's capture), or no size
