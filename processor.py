@@ -1693,14 +1693,16 @@ def open_database(path: str, settings: Settings,
     try:
         # In WAL mode `sqlite3 results.db` can read while the batch writes: neither blocks the other.
         connection.execute("PRAGMA journal_mode = WAL")
-        connection.executescript(DATABASE_SCHEMA)
-        with connection:
-            batch_id = connection.execute(
-                "INSERT INTO batches (started_at, state, max_concurrent, delay, file_count)"
-                " VALUES (?, 'running', ?, ?, ?)",
-                (utc_now(), settings.max_concurrent, settings.delay, file_count)).lastrowid
+        # The tables and the batch in one transaction: stopped at any point, this leaves the
+        # database as it found it, or with both.
+        connection.executescript("BEGIN IMMEDIATE;" + DATABASE_SCHEMA)
+        batch_id = connection.execute(
+            "INSERT INTO batches (started_at, state, max_concurrent, delay, file_count)"
+            " VALUES (?, 'running', ?, ?, ?)",
+            (utc_now(), settings.max_concurrent, settings.delay, file_count)).lastrowid
+        connection.commit()
     except BaseException:
-        connection.close()
+        connection.close()  # which rolls back what was begun
         raise
     assert batch_id is not None
     return connection, batch_id
@@ -1845,9 +1847,33 @@ def rejects_names(filenames: list[str]) -> dict[str, str]:
     return names
 
 
+# The temporary files of this section: .NAME.rejects.csv.PID.tmp, and the probe of the folder.
+TEMPORARY_NAME = re.compile(r"\.(?:.+\.rejects\.csv|write-test)\.([0-9]+)\.tmp")
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 sends nothing: it only asks whether the process is there
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process could have
+        return False
+    except PermissionError:  # there, but another user's
+        return True
+    return True
+
+
+def remove_leftovers(folder: str) -> None:
+    """Remove the temporary files that runs killed mid-file left in the folder: those whose
+    process is gone. A run still going (this one, another) keeps its own."""
+    for name in os.listdir(folder):
+        match = TEMPORARY_NAME.fullmatch(name)
+        if match and not is_running(int(match[1])):
+            with suppress(FileNotFoundError):  # another run may be tidying up too
+                os.remove(os.path.join(folder, name))
+
+
 def prepare_rejects(folder: str, filenames: list[str]) -> dict[str, str]:
-    """Create the folder if missing and return the path of each input's rejects file; raise
-    RejectsUnusable unless a file can be written in the folder."""
+    """Create the folder if missing, remove what dead runs left in it, and return the path of
+    each input's rejects file; raise RejectsUnusable unless a file can be written there."""
     probe = os.path.join(folder, f".write-test.{os.getpid()}.tmp")
     try:
         os.makedirs(folder, exist_ok=True)
@@ -1858,6 +1884,7 @@ def prepare_rejects(folder: str, filenames: list[str]) -> dict[str, str]:
         with open(probe, "w"):
             pass
         os.remove(probe)
+        remove_leftovers(folder)
     except FileExistsError:
         raise RejectsUnusable(f"cannot write rejected rows to {folder}: it is a file, "
                               "not a folder") from None

@@ -355,3 +355,14 @@ def test_ctrl_c_while_the_writer_finishes_keeps_the_report_and_says_what_may_be_
     assert err.splitlines()[-1] == (
         f"processor.py: stopped saving to {tmp_path / 'results.db'} (batch 1) at Ctrl-C: its last "
         "results may be missing, and the batch still reads running")
+
+
+def test_the_tables_and_the_batch_are_created_in_one_transaction(tmp_path):
+    path = tmp_path / "r.db"
+
+    with pytest.raises(sqlite3.IntegrityError):  # file_count NOT NULL: the batch cannot be added
+        processor.open_database(str(path), processor.Settings(), None)
+
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == []
+    connection.close()

@@ -319,3 +319,18 @@ def test_ctrl_c_leaves_no_rejects_file_or_temporary_for_the_unfinished_file(writ
     assert len(slow_temporaries) == 1
     assert os.listdir(folder) == ["quick.rejects.csv"]
     assert "Traceback" not in stderr + stdout
+
+
+def test_temporaries_of_runs_that_died_are_removed_and_a_live_runs_kept(write_csv, tmp_path):
+    folder = tmp_path / "rejects"
+    folder.mkdir()
+    dead, alive = subprocess.Popen([sys.executable, "-c", "pass"]), os.getpid()
+    dead.wait()  # its process id is free now
+    leftovers = [f".a.csv.rejects.csv.{dead.pid}.tmp", f".write-test.{dead.pid}.tmp"]
+    kept = [f".b.csv.rejects.csv.{alive}.tmp", ".notes.tmp", f"a.csv.rejects.csv.{dead.pid}.tmp"]
+    for name in leftovers + kept:
+        (folder / name).write_text("x")
+
+    keep_rejects(folder, [write_csv("c.csv", "transaction_id\n")])
+
+    assert sorted(os.listdir(folder)) == sorted(kept)
