@@ -2353,8 +2353,11 @@ def timeline_width() -> int:
 #
 #     incoming/  --claim-->  processing/  --result recorded-->  done/ (completed) or failed/ (error)
 #
-# A file is claimed only when two looks in a row, --poll seconds apart, find the same size and
-# modification time: an upload still under way changes between looks. A result goes to
+# A file is claimed only once its size and modification time have stayed the same for --settle
+# seconds, at two looks at least (--poll seconds apart): an upload still under way changes,
+# and one that pauses for a moment (a slow network) must pause longer than that. An upload
+# that is sure never to be seen half written is one written under a hidden name (.name.csv)
+# and renamed to its own name once complete: the watcher takes no hidden file. A result goes to
 # DIR/results.jsonl, forced to the disk, before its file leaves processing/; so whatever stops
 # the program, no file has left processing/ without its result, and the next start puts back in
 # incoming/ what is still there. A stop between the two steps has a file processed twice, but
@@ -2364,6 +2367,7 @@ def timeline_width() -> int:
 WATCH_LOCK_NAME = ".processor.lock"
 WATCH_RESULTS_NAME = "results.jsonl"
 WATCH_POLL_S = 1.0
+WATCH_SETTLE_S = 5.0  # long enough for an upload's usual pauses: a stall of 3 s was seen
 WATCH_RECENT_RESULTS = 20  # finished files the session keeps, for the dashboard
 
 
@@ -2415,10 +2419,25 @@ def look_at_folder(folder: str) -> dict[str, Signature]:
     return signatures
 
 
-def stable_names(before: dict[str, Signature], now: dict[str, Signature]) -> list[str]:
-    """Return the names that look the same in both looks, oldest first."""
-    stable = [name for name, signature in now.items() if before.get(name) == signature]
-    return sorted(stable, key=lambda name: (now[name].mtime_ns, name))
+class Sighting(NamedTuple):
+    """How a file looks, and since when (on the event loop's clock) it has looked so."""
+    signature: Signature
+    since: float
+
+
+def update_sightings(seen: dict[str, Sighting], now: dict[str, Signature],
+                     at: float) -> dict[str, Sighting]:
+    """Return the files of the look made at `at`, each since when it has looked the same."""
+    return {name: seen[name] if name in seen and seen[name].signature == signature
+            else Sighting(signature, at) for name, signature in now.items()}
+
+
+def settled_names(seen: dict[str, Sighting], at: float, settle: float) -> list[str]:
+    """Return the names that have looked the same for `settle` seconds, and at two looks at
+    least, oldest first."""
+    settled = [name for name, sighting in seen.items()
+               if sighting.since < at and at - sighting.since >= settle]
+    return sorted(settled, key=lambda name: (seen[name].signature.mtime_ns, name))
 
 
 def free_path(folder: str, name: str) -> str:
@@ -2645,18 +2664,19 @@ async def process_claimed(path: str, batch: Batch, session: WatchSession,
 
 
 async def claim_arrivals(session: WatchSession, batch: Batch, files: asyncio.TaskGroup,
-                         poll: float, room: asyncio.Event) -> None:
-    """Look in incoming/ every `poll` seconds, forever, and start each file found complete as
-    soon as there is room for it: fewer files at work than max_concurrent."""
+                         poll: float, settle: float, room: asyncio.Event) -> None:
+    """Look in incoming/ every `poll` seconds, forever, and start each file found complete
+    (unchanged for `settle` seconds) as soon as there is room for it: fewer files at work than
+    max_concurrent."""
     loop = asyncio.get_running_loop()
-    seen: dict[str, Signature] = {}
+    seen: dict[str, Sighting] = {}
     ready: list[str] = []
     next_look = loop.time()
     while True:
         if loop.time() >= next_look:
-            now = look_at_folder(session.folders.incoming)
-            ready = stable_names(seen, now)
-            seen = now
+            looked_at = loop.time()
+            seen = update_sightings(seen, look_at_folder(session.folders.incoming), looked_at)
+            ready = settled_names(seen, looked_at, settle)
             next_look = loop.time() + poll
         room.clear()
         # A file waiting to retry stays in processing/, but as in a batch it holds no slot: it
@@ -2665,7 +2685,7 @@ async def claim_arrivals(session: WatchSession, batch: Batch, files: asyncio.Tas
             name = ready.pop(0)
             path = claim(name, session.folders)
             if path is not None:
-                del seen[name]  # a new file of this name must look the same twice, too
+                del seen[name]  # a new file of this name must settle, too
                 session.processing.add(path)
                 files.create_task(process_claimed(path, batch, session, room))
         session.waiting = len(seen)
@@ -2721,9 +2741,11 @@ async def show_watch_dashboard(screen: "curses.window", session: WatchSession, e
 
 
 async def watch_folder(session: WatchSession, settings: Settings, *, poll: float = WATCH_POLL_S,
+                       settle: float = WATCH_SETTLE_S,
                        read_file: FileReader | None = None, on_result: ResultHook = ignore,
                        on_retry: RetryHook = ignore, view: View | None = None) -> None:
-    """Process each complete file that arrives in the session's incoming/, until cancelled.
+    """Process each complete file that arrives in the session's incoming/, until cancelled: a
+    file is complete once unchanged for `settle` seconds, looked at every `poll` seconds.
 
     At most max_concurrent files are processed at any moment. Cancelled (Ctrl-C), it moves the
     files it was processing back to incoming/. Raises WatchFailed, having done the same, if a
@@ -2745,7 +2767,7 @@ async def watch_folder(session: WatchSession, settings: Settings, *, poll: float
         # A TaskGroup here, not gather as in a batch: a result that cannot be recorded stops
         # the session, and the group then cancels every other file, which goes back to incoming/.
         async with asyncio.TaskGroup() as files:
-            await claim_arrivals(session, batch, files, poll, room)
+            await claim_arrivals(session, batch, files, poll, settle, room)
     except* WatchFailed as failures:
         raise failures.exceptions[0] from None
     finally:
@@ -2928,18 +2950,24 @@ def build_parser() -> argparse.ArgumentParser:
                              "DIR/results.jsonl, then it moves to DIR/done or DIR/failed "
                              "(default: off)")
     parser.add_argument("--poll", type=positive_seconds, metavar="SECONDS",
-                        help="with --watch, look in DIR/incoming this often; a file is taken "
-                             "once two looks in a row find it unchanged "
+                        help="with --watch, look in DIR/incoming this often "
                              f"(default: {WATCH_POLL_S:g})")
+    parser.add_argument("--settle", type=non_negative_seconds, metavar="SECONDS",
+                        help="with --watch, take a file once its size and modification time "
+                             "have not changed for this long, so that an upload that pauses is "
+                             "not taken half written; an upload written under a hidden name "
+                             "(.name.csv) and renamed when complete is never seen early "
+                             f"(default: {WATCH_SETTLE_S:g})")
     return parser
 
 
 def check_watch_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exit 2 for --watch with files or with an option it cannot be combined with, and for
-    --poll without --watch."""
+    --poll or --settle without --watch."""
     if args.watch is None:
-        if args.poll is not None:
-            parser.error("--poll needs --watch")
+        for option, given in (("--poll", args.poll), ("--settle", args.settle)):
+            if given is not None:
+                parser.error(f"{option} needs --watch")
         return
     if args.paths:
         parser.error("--watch takes no FILE_OR_DIR: its files arrive in DIR/incoming")
@@ -3244,7 +3272,9 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
         print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up to "
               f"{settings.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         run_on_screen(lambda screen: watch_folder(
-            session, settings, poll=args.poll or WATCH_POLL_S, read_file=client_reader(args),
+            session, settings, poll=args.poll or WATCH_POLL_S,
+            settle=WATCH_SETTLE_S if args.settle is None else args.settle,
+            read_file=client_reader(args),
             on_result=save_and_log(db, events), on_retry=events.add_retry,
             view=None if screen is None else functools.partial(show_watch_dashboard, screen,
                                                                session, events)),

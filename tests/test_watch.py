@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import processor
-from processor import Signature, WatchFailed, WatchSession, main, watch_folders
+from processor import Sighting, Signature, WatchFailed, WatchSession, main, watch_folders
 
 PROCESSOR = str(Path(__file__).resolve().parent.parent / "processor.py")
 HEADER = "transaction_id,customer_id,amount,date,category\n"
@@ -67,14 +67,27 @@ def test_only_csv_names_that_no_upload_convention_marks_are_watched(name, watche
     assert processor.is_csv_name(name) is watched
 
 
-def test_a_file_is_stable_when_two_looks_find_the_same_size_and_time_oldest_first():
-    before = {"grows.csv": Signature(10, 1), "touched.csv": Signature(10, 1),
-              "new.csv": Signature(10, 5), "b.csv": Signature(10, 3), "a.csv": Signature(10, 4)}
+def test_a_file_is_settled_once_it_has_looked_the_same_for_the_settle_time_oldest_first():
+    seen = {"grows.csv": Sighting(Signature(10, 1), 0.0),
+            "touched.csv": Sighting(Signature(10, 1), 0.0), "new.csv": Sighting(Signature(10, 5), 4.0), "b.csv": Sighting(Signature(10, 3), 1.0),
+            "a.csv": Sighting(Signature(10, 4), 2.0)}
     now = {"grows.csv": Signature(20, 1), "touched.csv": Signature(10, 2),
            "new.csv": Signature(10, 5), "b.csv": Signature(10, 3), "a.csv": Signature(10, 4),
            "arrived.csv": Signature(10, 0)}
 
-    assert processor.stable_names(before, now) == ["b.csv", "a.csv", "new.csv"]
+    seen = processor.update_sightings(seen, now, 6.0)
+
+    assert seen["grows.csv"].since == seen["touched.csv"].since == seen["arrived.csv"].since == 6.0
+    assert (seen["b.csv"].since, seen["a.csv"].since, seen["new.csv"].since) == (1.0, 2.0, 4.0)
+    # At 6.0, b.csv has been unchanged for 5 s, a.csv for 4 s, new.csv for only 2 s.
+    assert processor.settled_names(seen, 6.0, 3.0) == ["b.csv", "a.csv"]
+    assert processor.settled_names(seen, 6.0, 5.0) == ["b.csv"]
+    # With no settle time, two looks that agree are enough, as for new.csv; not one look.
+    assert processor.settled_names(seen, 6.0, 0.0) == ["b.csv", "a.csv", "new.csv"]
+
+
+def test_the_default_settle_time_outlasts_the_3_second_stall_that_was_seen():
+    assert processor.WATCH_SETTLE_S > 3
 
 
 def test_a_taken_name_gets_the_first_free_number(tmp_path):
@@ -174,11 +187,13 @@ def test_folders_on_two_file_systems_are_refused_and_the_lock_let_go(tmp_path, m
 @asynccontextmanager
 async def watching(root: Path, *, max_concurrent: int = 3, delay: float = 0, retries: int = 0,
                    retry_delay: float = 0.5, **options):
-    """Run the watcher on root with quick looks and no pause; yield its session and task."""
+    """Run the watcher on root with quick looks, no settle time and no pause; yield its session
+    and task."""
     folders, lock = processor.open_watch_folder(str(root))
     session = WatchSession(folders)
     settings = processor.Settings(max_concurrent=max_concurrent, delay=delay, retries=retries,
                                   retry_delay=retry_delay)
+    options = {"settle": 0.0, **options}
     task = asyncio.create_task(processor.watch_folder(session, settings, poll=0.01, **options))
     try:
         yield session, task
@@ -219,6 +234,25 @@ async def test_a_dropped_file_ends_in_done_with_its_result_in_results_jsonl(tmp_
     assert line["finished_at"].endswith("+00:00")
     assert (root / "done" / "client.csv").read_text() == GOOD
     assert not dropped.exists()
+
+
+@pytest.mark.asyncio
+async def test_an_upload_that_stalls_for_less_than_the_settle_time_is_taken_whole(tmp_path):
+    root = tmp_path / "inbox"
+    rows = [f"T{n},C1,1.00,2024-01-01,a\n" for n in range(2000)]
+    content = (HEADER + "".join(rows)).encode()
+    async with watching(root, settle=1.0) as (session, task):
+        with open(root / "incoming" / "slow.csv", "wb") as upload:
+            upload.write(content[:30000])  # a torn line: 30,000 is not at a row's end
+            upload.flush()
+            await asyncio.sleep(0.6)  # the client stalls; the watcher looks 60 times meanwhile
+            assert names_in(root / "processing") == []
+            upload.write(content[30000:])
+        await wait_until(lambda: session.done + session.failed == 1)
+
+    [line] = read_results(root)
+    assert (line["status"], line["total_transactions"], line["invalid_rows"]) == ("completed", 2000, 0)
+    assert line["total_amount_exact"] == "2000.00"
 
 
 @pytest.mark.asyncio
@@ -498,7 +532,10 @@ async def test_on_a_terminal_the_spinner_shows_the_status_and_is_erased(fake_ter
     (["--watch", "inbox", "--rejects", "r"], "--rejects cannot be combined with --watch"),
     (["--poll", "0.5", "a.csv"], "--poll needs --watch"),
     (["--watch", "inbox", "--poll", "0"], "must be more than 0 seconds"),
-], ids=["files", "json", "timeline", "rejects", "poll-alone", "poll-zero"])
+    (["--settle", "5", "a.csv"], "--settle needs --watch"),
+    (["--watch", "inbox", "--settle", "-1"], "--settle"),
+], ids=["files", "json", "timeline", "rejects", "poll-alone", "poll-zero", "settle-alone",
+        "settle-negative"])
 def test_options_that_do_not_go_with_watch_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(args)
@@ -510,7 +547,8 @@ def test_options_that_do_not_go_with_watch_are_usage_errors(args, message, capsy
 def start_watcher(root: Path, *options: str) -> subprocess.Popen:
     # SIGINT is ignored in processes started in the background; the program must see it here.
     return subprocess.Popen(
-        [sys.executable, PROCESSOR, "--watch", str(root), "--poll", "0.05", *options],
+        [sys.executable, PROCESSOR, "--watch", str(root), "--poll", "0.05", "--settle", "0",
+         *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
