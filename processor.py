@@ -3047,6 +3047,41 @@ def parse_command_line(argv: list[str] | None) -> tuple[argparse.Namespace, list
     return args, filenames
 
 
+SAMPLE_BYTES = 65536  # read from the largest file to see how long its lines are
+
+
+def bytes_per_row(path: str) -> float | None:
+    """Return how many bytes a line of the file takes, from its first 64 KiB; None if it
+    cannot be read, has no line break there, or is not plain text (gzip)."""
+    try:
+        with open(path, "rb") as file:
+            sample = file.read(SAMPLE_BYTES)
+    except OSError:
+        return None
+    if sample.startswith(GZIP_MAGIC) or not sample.count(b"\n"):
+        return None
+    return len(sample) / sample.count(b"\n")
+
+
+def delay_hint(filenames: list[str], settings: Settings) -> str | None:
+    """Return a line telling that the simulated pause will take more than a minute by itself,
+    and how to turn it off; None when it will not, or there is no telling."""
+    files = [name for name in largest_first(filenames) if name != STDIN]
+    row_bytes = bytes_per_row(files[0]) if files and settings.delay > 0 else None
+    if row_bytes is None:
+        return None
+    sizes = [file_size(name) for name in files]
+    # A pause after every chunk of rows; max_concurrent files pause at once, but the largest
+    # file's pauses come one after another whatever the others do.
+    chunks = max(sizes[0], sum(sizes) / settings.max_concurrent) / row_bytes / ROWS_PER_CHUNK
+    seconds = chunks * settings.delay
+    if seconds <= 60:
+        return None
+    return (f"processor.py: the simulated I/O pause alone (--delay {settings.delay:g} s after "
+            f"every {ROWS_PER_CHUNK} rows) will take about {format_duration(seconds)}; "
+            "--delay 0 turns it off")
+
+
 def start_database(path: str | None, settings: Settings,
                    filenames: list[str]) -> DatabaseWriter | None:
     """Return the --db writer with its thread started, or None; exit 2 if the path is unusable."""
@@ -3327,6 +3362,8 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
         db = start_database(args.db, settings, filenames)
         print(f"Processing {plural(len(filenames), 'file')}, up to "
               f"{settings.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
+        if hint := delay_hint(filenames, settings):
+            print(hint, file=sys.stderr)
         batch = run_batch(filenames, settings, results, db=db, read_file=read_file,
                           dashboard=dashboard)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import processor
 from processor import main
 
 PROCESSOR = str(Path(__file__).resolve().parent.parent / "processor.py")
@@ -202,3 +203,37 @@ def test_the_report_fits_the_width_in_columns_and_is_whole_off_a_terminal():
     assert "(left out to fit 80 columns: Dates, Seconds, Top category)" in narrow.stdout
     assert whole.stdout.splitlines()[0].split()[-2:] == ["Dates", "Seconds"]
     assert max(len(line) for line in whole.stdout.splitlines()) > 80
+
+
+def rows_file(folder: Path, name: str, rows: int) -> str:
+    path = folder / name
+    path.write_text(HEADER + "".join(f"T{n:05d},C1,1.00,2024-01-01,a\n" for n in range(rows)))
+    return str(path)
+
+
+def test_a_pause_that_will_take_over_a_minute_is_explained(tmp_path):
+    big = rows_file(tmp_path, "big.csv", 7000)  # 70 pauses of 1 s, one after another
+    small = rows_file(tmp_path, "small.csv", 10)
+
+    hint = processor.delay_hint([small, big], processor.Settings(delay=1.0))
+
+    # Every row is 28 bytes, the header 48: the size says about 7,001 rows, 70 pauses.
+    assert hint == ("processor.py: the simulated I/O pause alone (--delay 1 s after every 100 "
+                    "rows) will take about 70 s; --delay 0 turns it off")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1], ids=["no-pause", "seven-seconds"])
+def test_a_pause_that_will_not_dominate_is_not_mentioned(tmp_path, delay):
+    big = rows_file(tmp_path, "big.csv", 7000)
+
+    assert processor.delay_hint([big], processor.Settings(delay=delay)) is None
+
+
+def test_many_files_pause_max_concurrent_at_a_time(tmp_path):
+    files = [rows_file(tmp_path, f"f{n}.csv", 2800) for n in range(6)]  # 168 pauses in all
+
+    one_at_a_time = processor.delay_hint(files, processor.Settings(delay=1.0, max_concurrent=1))
+    three_at_a_time = processor.delay_hint(files, processor.Settings(delay=1.0))
+
+    assert "will take about 3 min;" in one_at_a_time  # 168 s
+    assert three_at_a_time is None  # 56 s
