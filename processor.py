@@ -100,7 +100,10 @@ SPINNER_FRAMES = "\\|/-"
 SPINNER_INTERVAL_S = 0.1
 MONITOR_INTERVAL_S = 2.0
 MONITOR_POLL_S = 0.1
-UNKNOWN_WIDTH = 80  # what a line that must fit may use when it goes to a file or a pipe
+UNKNOWN_WIDTH = 80  # what a drawing (the timeline) may use when it goes to a file or a pipe
+# Off a terminal no line wraps or is redrawn, so the monitor's may be long, but not 24,000
+# characters long for 1,500 files finished at once.
+LOG_LINE_WIDTH = 1000
 REPORT_ROW_ERRORS = 5
 TABLE_COLUMNS = ("File", "Status", "Valid", "Rejected", "Total", "Average", "Top category",
                  "Dates", "Seconds")
@@ -818,7 +821,7 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult],
             status_line.print(format_progress(
                 len(finished), len(names), newly_finished, seconds_left,
                 [name for name in names if name in retrying],
-                terminal_width(sys.stderr) or UNKNOWN_WIDTH))
+                terminal_width(sys.stderr) or LOG_LINE_WIDTH))
             next_line_at += MONITOR_INTERVAL_S
         if all_done:
             return
@@ -3301,6 +3304,7 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     # Without the dashboard, its events (a file finished, failed, waits to retry) go to stderr.
     events = EventLog(echo=None if dashboard else status_line.print)
     db: DatabaseWriter | None = None
+    code = EXIT_OK  # never kept: the watcher ends only at a stop signal or a failure
     try:
         recover_and_report(folders)
         db = start_database(args.db, settings, [])

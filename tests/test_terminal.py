@@ -193,3 +193,20 @@ def test_time_left_assumes_the_rest_goes_as_fast_as_what_is_done():
 
 def test_time_left_is_unknown_before_any_progress():
     assert estimate_seconds_left(10.0, 0, 100) is None
+
+
+@pytest.mark.asyncio
+async def test_off_a_terminal_the_monitor_names_many_files_but_not_1500(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    names = [f"clients/northern-region/file_{n:04d}.csv" for n in range(1500)]
+    results = {name: processor.file_result(name, "completed") for name in names}
+
+    await asyncio.wait_for(monitor_progress(names, results), timeout=5)
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert len(line) <= 1000
+    assert line.startswith("Processed 1,500 of 1,500 files (100%) | finished: "
+                           "clients/northern-region/file_0000.csv, ")
+    assert line.endswith(" more")
+    shown = line.count(", ") + 1
+    assert line.endswith(f" and {1500 - shown:,} more")
