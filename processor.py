@@ -39,7 +39,8 @@ call the core makes forward is to the faster reader).
     The timeline       --timeline: after the report, a chart of which file held which slot, when
     Watching a folder  --watch: a service that takes each file as it arrives, only once it is
                        complete, and records its result before moving it on, crash or not
-    The command line   parsing arguments, and main, which plugs in the extras asked for
+    The command line   parsing arguments, and main, which plugs in the extras asked for;
+                       stopping: SIGINT, SIGTERM and SIGHUP, at any moment, as Ctrl-C
 """
 
 import signal
@@ -2883,6 +2884,10 @@ exit status:
        option value, or a --db, --rejects or --watch path that cannot be used
   130  interrupted by Ctrl-C: what finished is reported and the rest named; --watch
        sums up its session and puts the files in progress back in DIR/incoming
+  143  stopped by SIGTERM (kill, systemctl stop, docker stop), handled as Ctrl-C;
+  129  by SIGHUP (the terminal closed), the same; before the batch a stop signal ends
+       the program at once, and during the report it stops the report
+  141  stdout was closed by its reader (| head): stopped quietly
 
 examples:
   python processor.py sample_data/*.csv
