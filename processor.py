@@ -2103,7 +2103,7 @@ def format_dashboard_header(state: DashboardState, width: int) -> list[str]:
         cut(f"Processing {plural(len(state.files), 'file')}, up to {len(state.slots)} at a "
             "time (q or Ctrl-C to stop)", width),
         draw_bar(percent / 100, width - 5) + f" {percent:>3}%",
-        cut(f"{len(done)} of {len(state.files)} files done | {state.elapsed:.1f} s | "
+        cut(f"{len(done):,} of {len(state.files):,} files done | {state.elapsed:.1f} s | "
             f"{time_left} | {rate:,.0f} rows/s", width),
     ]
 
@@ -3395,6 +3395,16 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
     return exit_code(batch, stopped_by, all_saved=db is None or not db.failures)
 
 
+def discard_output() -> None:
+    """Send what is still to be written to stdout and stderr nowhere: Python flushes them
+    at exit, which would fail again where they lead."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a stream with no descriptor (a test's capture)
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (see --help); usage errors exit 2 at once."""
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -3412,10 +3422,16 @@ def main(argv: list[str] | None = None) -> int:
             # Before the batch (nothing to report yet), or in the middle of the report.
             return EXIT_SIGNALLED + stop.received()
         except BrokenPipeError:
-            # The reader of stdout has gone (`| head`): stop quietly, with the status of a
-            # program that SIGPIPE stopped. Python would try to flush stdout again at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            # The reader of the output has gone (`| head`): stop quietly, with the status of a
+            # program that SIGPIPE stopped.
+            discard_output()
             return EXIT_SIGNALLED + signal.SIGPIPE
+        except OSError as error:
+            if error.errno != errno.EIO or stop.first is None:
+                raise
+            # The terminal has gone (which sent the SIGHUP): no one is left to read the report.
+            discard_output()
+            return EXIT_SIGNALLED + stop.received()
 
 
 if __name__ == "__main__":

@@ -220,3 +220,23 @@ def test_characters_the_output_cannot_carry_are_escaped(tmp_path):
     assert done.returncode == 0
     assert b"  line 2: amount '\\u20ac12.00' is not a plain decimal number" in done.stdout
     assert_quiet(done.stderr.decode())
+
+
+def test_a_terminal_that_hangs_up_mid_batch_gives_129_and_the_batch_reads_interrupted(tmp_path):
+    slow = tmp_path / "slow.csv"
+    slow.write_text(HEADER + "".join(f"T{n},C1,1.00,2024-01-01,a\n" for n in range(1000)))
+    database = tmp_path / "r.db"
+    child, controller = pty.fork()  # the child's controlling terminal is the new one
+    if child == 0:
+        os.execv(sys.executable, [sys.executable, PROCESSOR, "--delay", "0.5", "--db",
+                                  str(database), str(slow)])
+    seen = b""
+    while b"Processing 1 file" not in seen:
+        seen += os.read(controller, 4096)
+    time.sleep(0.3)
+
+    os.close(controller)  # the terminal goes: the kernel sends SIGHUP, and writing fails
+    _, status = os.waitpid(child, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 129
+    assert batch_states(database) == ["interrupted"]
