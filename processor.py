@@ -75,8 +75,8 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future
-from contextlib import (AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager,
-                        closing, contextmanager, suppress)
+from contextlib import (AbstractAsyncContextManager, asynccontextmanager, closing, contextmanager,
+                        suppress)
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
