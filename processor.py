@@ -53,7 +53,7 @@ if __name__ == "__main__":
     # (SIGHUP under nohup, SIGINT in a background job) stays ignored.
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(number) is not signal.SIG_IGN:
-            signal.signal(number, lambda number, frame: sys.exit(128 + number))
+            signal.signal(number, lambda signum, frame: sys.exit(128 + signum))
 
 import argparse
 import asyncio
@@ -1809,8 +1809,9 @@ class DatabaseWriter:
     def outcome(self) -> str:
         """Return one line for the user: where the batch was saved, or which writes failed."""
         if self.stopped:
-            return (f"processor.py: stopped saving to {self.path} (batch {self.batch_id}) at "
-                    "Ctrl-C: its last results may be missing, and the batch still reads running")
+            return (f"processor.py: stopped saving to {self.path} (batch {self.batch_id}) at a "
+                    "stop signal: its last results may be missing, and the batch still reads "
+                    "running")
         if not self.failures:
             return f"Saved to {self.path} as batch {self.batch_id}"
         return (f"processor.py: could not save to {self.path} (batch {self.batch_id}): "
@@ -2180,8 +2181,8 @@ def read_keys(screen: "curses.window") -> None:
     # resizes the screen, and the next frame is drawn to the new size.
     while (key := screen.getch()) != -1:
         if key in (ord("q"), ord("Q")):
-            # The very signal Ctrl-C sends, so the very same path: asyncio cancels the batch,
-            # main reports what finished and exits 130.
+            # The very signal Ctrl-C sends, so the very same path: the batch is cancelled,
+            # what finished is reported, and the exit status is 130.
             signal.raise_signal(signal.SIGINT)
 
 
@@ -3156,57 +3157,75 @@ def check_dashboard(wanted: bool) -> bool:
 
 
 # Stopping. Ctrl-C sends SIGINT; `kill`, `systemctl stop` and `docker stop` send SIGTERM; a
-# terminal that closes sends SIGHUP. Each asks the program to stop, and each is handled as
-# Ctrl-C is, at whatever moment it comes. Python raises KeyboardInterrupt at a SIGINT, and
-# while the batch runs, asyncio.run turns the first one into cancelling the batch instead:
-# its files stop at their next await and what finished is reported. StopSignals hands SIGTERM
-# and SIGHUP to whatever handles SIGINT at that moment, so that one path handles all three;
-# only the exit status tells them apart. main does the rest: before the batch, a signal ends
-# the program quietly (there is nothing to report yet); in the middle of the report it stops
-# it, and the status tells whoever reads it that it is incomplete.
+# terminal that closes sends SIGHUP. Each asks the program to stop, and StopSignals handles all
+# three alike, whatever the moment. Outside the event loop a stop signal raises
+# KeyboardInterrupt, as Python does for SIGINT: main catches it before the batch (there is
+# nothing to report yet: the program ends quietly) and in the middle of the report (which
+# stops, its exit status telling whoever reads it that it is incomplete). While the event loop
+# runs, a KeyboardInterrupt raised in the midst of a task's step would tear through it; so
+# there the first stop signal cancels the task that runs the batch, as asyncio.run does for
+# SIGINT: each file stops at its next await, every finally runs, and run_in_loop raises
+# KeyboardInterrupt once the loop has wound down, for run_command_line to report what finished.
+# Only the exit status tells the three signals apart: 128 + the number of the first to come.
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def signals_not_ignored() -> list[int]:
+    """Return the stop signals to handle: a signal the program was started with ignored (SIGHUP
+    under nohup, SIGINT in a background job) stays ignored."""
+    return [number for number in STOP_SIGNALS if signal.getsignal(number) is not signal.SIG_IGN]
+
+
 class StopSignals:
-    """In a with block: SIGTERM and SIGHUP are handled as SIGINT is, and exit_status() says
-    which signal came. A signal the program was started with ignored (SIGHUP under nohup,
-    SIGINT in a background job) stays ignored."""
+    """In a with block, each stop signal raises KeyboardInterrupt, or, in `cancelling`,
+    cancels a task; `received` is the first signal that came."""
 
     def __init__(self) -> None:
-        self.first: int | None = None  # the first SIGTERM or SIGHUP; SIGINT when None
+        self.received: int | None = None
         self.previous: dict[int, "signal._HANDLER"] = {}
 
     def __enter__(self) -> "StopSignals":
-        for number in STOP_SIGNALS:
-            if signal.getsignal(number) is not signal.SIG_IGN:
-                self.previous[number] = signal.signal(
-                    number, signal.default_int_handler if number == signal.SIGINT else self.stop)
+        self.previous = {number: signal.signal(number, self.interrupt)
+                         for number in signals_not_ignored()}
         return self
-
-    def stop(self, number: int, frame: "FrameType | None") -> None:
-        if self.first is None:
-            self.first = number
-        on_ctrl_c = signal.getsignal(signal.SIGINT)
-        if not callable(on_ctrl_c):  # SIGINT is ignored, but this signal must still stop us
-            raise KeyboardInterrupt
-        on_ctrl_c(signal.SIGINT, frame)
 
     def __exit__(self, *exception: object) -> None:
         for number, handler in self.previous.items():
             signal.signal(number, handler)
 
-    def received(self) -> int:
-        """Return the signal that stopped the program (after a KeyboardInterrupt)."""
-        return signal.SIGINT if self.first is None else self.first
+    def interrupt(self, number: int, frame: "FrameType | None") -> None:
+        """The handler outside the event loop."""
+        self.received = self.received or number
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def cancelling(self, task: "asyncio.Task[T]") -> Iterator[None]:
+        """While the block runs, the first stop signal cancels task instead, and the next ones
+        are only noted: the task is stopping already, and a second cancel would interrupt its
+        cleanup."""
+        def cancel(number: int, frame: "FrameType | None") -> None:
+            if self.received is None and not task.done():
+                task.cancel()
+                # The loop may be waiting in select() for its next timer: wake it.
+                task.get_loop().call_soon_threadsafe(lambda: None)
+            self.received = self.received or number
+
+        for number in self.previous:
+            signal.signal(number, cancel)
+        try:
+            yield
+        finally:
+            for number in self.previous:
+                signal.signal(number, self.interrupt)
 
 
 @contextmanager
 def signals_held() -> Iterator[None]:
     """Hold back the stop signals while the block runs: one that came is handled as it ends."""
     came: list[int] = []
-    previous = {number: signal.signal(number, lambda number, frame: came.append(number))
-                for number in STOP_SIGNALS if signal.getsignal(number) is not signal.SIG_IGN}
+    previous = {number: signal.signal(number, lambda signum, frame: came.append(signum))
+                for number in signals_not_ignored()}
     try:
         yield
     finally:
@@ -3216,26 +3235,33 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(held)
 
 
-def run_in_loop(work: Coroutine[None, None, T]) -> T:
-    """Run work in a new event loop and return what it returns, as asyncio.run does."""
+def run_in_loop(work: Coroutine[None, None, T], stop: StopSignals) -> T:
+    """Run work in a new event loop and return what it returns, as asyncio.run does; raise
+    KeyboardInterrupt if a stop signal came, once the loop has wound down."""
     runner = asyncio.Runner()
     try:
         # A signal while the loop is being made would leave it half made, to be complained of
         # at exit; once made, the runner closes it however the work ends.
         with signals_held():
-            runner.get_loop()
-        return runner.run(work)
+            task = runner.get_loop().create_task(work)
+        with stop.cancelling(task):
+            with suppress(asyncio.CancelledError):  # what a stop signal does, told below
+                runner.get_loop().run_until_complete(task)
+            runner.close()  # cancels and awaits what is left: a stop signal only adds a note
     finally:
-        runner.close()
+        runner.close()  # after a signal held above; closing twice does nothing
         work.close()  # stopped before it started, work is not warned of as never awaited
+    if stop.received is not None:
+        raise KeyboardInterrupt
+    return task.result()
 
 
 def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None, T]], *,
-                  dashboard: bool) -> T:
-    """Run work(screen) in an event loop and return what it returns; screen is the whole
-    terminal with the dashboard, else None."""
+                  dashboard: bool, stop: StopSignals) -> T:
+    """Run work(screen) in an event loop (see run_in_loop) and return what it returns; screen
+    is the whole terminal with the dashboard, else None."""
     if not dashboard:
-        return run_in_loop(work(None))
+        return run_in_loop(work(None), stop)
     import curses
     # What curses.wrapper does, with the signals held while the terminal is set up and while it
     # is given back: one in the midst of either would leave it half set (keys not echoed).
@@ -3246,7 +3272,7 @@ def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None,
             curses.noecho()
             curses.cbreak()
             screen.keypad(True)
-        return run_in_loop(work(screen))
+        return run_in_loop(work(screen), stop)
     finally:
         if screen is not None:
             with signals_held():
@@ -3266,7 +3292,8 @@ def save_and_log(db: DatabaseWriter | None, events: EventLog) -> ResultHook:
 
 
 def run_batch(filenames: list[str], settings: Settings, results: dict[str, FileResult], *,
-              db: DatabaseWriter | None, read_file: FileReader, dashboard: bool) -> BatchResult:
+              db: DatabaseWriter | None, read_file: FileReader, dashboard: bool,
+              stop: StopSignals) -> BatchResult:
     """Run the batch to its end, with the extras asked for plugged in."""
     events = EventLog()
     return run_on_screen(
@@ -3274,7 +3301,7 @@ def run_batch(filenames: list[str], settings: Settings, results: dict[str, FileR
             filenames, **asdict(settings), results=results, read_file=read_file,
             on_result=save_and_log(db, events), on_retry=events.add_retry,
             view=None if screen is None else functools.partial(show_dashboard, screen, events)),
-        dashboard=dashboard)
+        dashboard=dashboard, stop=stop)
 
 
 def format_interruption(batch: BatchResult) -> str:
@@ -3322,9 +3349,9 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
             on_result=save_and_log(db, events), on_retry=events.add_retry,
             view=None if screen is None else functools.partial(show_watch_dashboard, screen,
                                                                session, events)),
-            dashboard=dashboard)
+            dashboard=dashboard, stop=stop)
     except KeyboardInterrupt:
-        code = EXIT_SIGNALLED + stop.received()
+        code = EXIT_SIGNALLED + (stop.received or signal.SIGINT)
     except WatchFailed as error:
         print(f"processor.py: error: {error}", file=sys.stderr)
         code = EXIT_FILE_ERROR
@@ -3364,24 +3391,28 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
                      functools.partial(format_report, width=terminal_width(sys.stdout)))
     results: dict[str, FileResult] = {}
     started = time.perf_counter()
-    stopped_by: int | None = None
-    db: DatabaseWriter | None = None
     try:
-        # A database locked by another program can keep this waiting, until Ctrl-C.
+        # A database locked by another program can keep this waiting, until a stop signal.
         db = start_database(args.db, settings, filenames)
+    except KeyboardInterrupt:
+        print(f"processor.py: nothing saved to {args.db}: stopped while it was opened",
+              file=sys.stderr)
+        raise
+    stopped_by: int | None = None
+    try:
         print(f"Processing {plural(len(filenames), 'file')}, up to "
               f"{settings.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
         if hint := delay_hint(filenames, settings):
             print(hint, file=sys.stderr)
         batch = run_batch(filenames, settings, results, db=db, read_file=read_file,
-                          dashboard=dashboard)
+                          dashboard=dashboard, stop=stop)
     except KeyboardInterrupt:
-        stopped_by = stop.received()
+        stopped_by = stop.received or signal.SIGINT
         batch = summarize_batch(filenames, results, time.perf_counter() - started)
     finally:
         # After a stop signal too: what finished is saved, the rest saved as cancelled.
         if db is not None and not db.finish():
-            stopped_by = stop.received()
+            stopped_by = stop.received or signal.SIGINT
     print(format_output(batch))
     if args.timeline:
         print("\n" + format_batch_timeline(batch, settings.max_concurrent, timeline_width()))
@@ -3389,9 +3420,6 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
         print(format_interruption(batch), file=sys.stderr)
     if db is not None:
         print(db.outcome(), file=sys.stderr)
-    elif args.db is not None:
-        print(f"processor.py: nothing saved to {args.db}: stopped while it was opened",
-              file=sys.stderr)
     return exit_code(batch, stopped_by, all_saved=db is None or not db.failures)
 
 
@@ -3420,19 +3448,24 @@ def main(argv: list[str] | None = None) -> int:
             return code
         except KeyboardInterrupt:
             # Before the batch (nothing to report yet), or in the middle of the report.
-            return EXIT_SIGNALLED + stop.received()
+            return EXIT_SIGNALLED + (stop.received or signal.SIGINT)
         except BrokenPipeError:
             # The reader of the output has gone (`| head`): stop quietly, with the status of a
             # program that SIGPIPE stopped.
             discard_output()
             return EXIT_SIGNALLED + signal.SIGPIPE
         except OSError as error:
-            if error.errno != errno.EIO or stop.first is None:
+            if error.errno != errno.EIO or stop.received is None:
                 raise
             # The terminal has gone (which sent the SIGHUP): no one is left to read the report.
             discard_output()
-            return EXIT_SIGNALLED + stop.received()
+            return EXIT_SIGNALLED + stop.received
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    # All is written: a stop signal from here on has nothing left to stop. Ignored, it cannot
+    # kill the program as it exits, after Python has put back the system's default handlers.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    raise SystemExit(status)

@@ -1,10 +1,17 @@
 import io
+import os
 import sys
 from typing import Callable
 
 import pytest
 
 import processor
+
+# pytest imports readline, which may set COLUMNS and LINES in the environment that the tests'
+# subprocesses inherit, unseen in os.environ: a report would then be fitted to 80 columns.
+# A test that wants a width sets COLUMNS itself.
+os.unsetenv("COLUMNS")
+os.unsetenv("LINES")
 
 
 @pytest.fixture

@@ -247,10 +247,10 @@ def test_with_the_dashboard_a_batch_hands_it_each_result_and_retry_as_an_event(
 
     monkeypatch.setattr(processor, "show_dashboard", stand_in_dashboard)
     monkeypatch.setattr(processor, "run_on_screen",
-                        lambda work, dashboard: asyncio.run(work("a screen")))
+                        lambda work, dashboard, stop: asyncio.run(work("a screen")))
 
     processor.run_batch([good, missing], Settings(delay=0, retries=1, retry_delay=0), {},
-                        db=None, read_file=None, dashboard=True)
+                        db=None, read_file=None, dashboard=True, stop=processor.StopSignals())
 
     assert sorted(shown[0]) == [
         f"error {missing}: No such file or directory",

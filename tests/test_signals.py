@@ -78,7 +78,7 @@ def test_a_signal_before_the_batch_ends_the_program_quietly_with_its_status(smal
 
 
 @pytest.mark.parametrize("name", STOP_SIGNALS)
-def test_a_signal_while_the_database_opens_leaves_no_batch_running_and_claims_no_save(
+def test_a_signal_while_the_database_opens_ends_the_program_and_claims_no_save(
         small_file, tmp_path, name):
     number, status = STOP_SIGNALS[name]
     database = tmp_path / "r.db"
@@ -93,7 +93,7 @@ def test_a_signal_while_the_database_opens_leaves_no_batch_running_and_claims_no
     assert "Saved to" not in stderr
     assert f"nothing saved to {database}" in stderr
     assert batch_states(database) == []
-    assert "cancelled" in stdout  # the partial report: the file never ran
+    assert stdout == ""  # no file had begun: nothing to report
 
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
@@ -240,3 +240,47 @@ def test_a_terminal_that_hangs_up_mid_batch_gives_129_and_the_batch_reads_interr
 
     assert os.waitstatus_to_exitcode(status) == 129
     assert batch_states(database) == ["interrupted"]
+
+
+@pytest.fixture
+def busy_batch(tmp_path) -> list[str]:
+    """Three files big enough to keep the loop busy reading for a second at --delay 0."""
+    rows = "".join(f"T{n},C{n % 97},{n % 500}.25,2024-01-{n % 28 + 1:02d},c{n % 7}\n"
+                   for n in range(200_000))
+    paths = []
+    for name in "abc":
+        (tmp_path / f"{name}.csv").write_text(HEADER + rows)
+        paths.append(str(tmp_path / f"{name}.csv"))
+    return paths
+
+
+def test_two_quick_ctrl_cs_in_a_busy_batch_stop_it_once_quietly(busy_batch):
+    child = start([sys.executable, PROCESSOR, "--delay", "0", *busy_batch])
+    wait_for_line(child, "Processing 3 files")
+    time.sleep(0.2)  # into the reading, where a task is running more often than not
+
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=30)
+
+    assert child.returncode == 130
+    assert_quiet(stdout, stderr)
+    assert "Batch: 3 files" in stdout
+
+
+def test_sigterm_stops_a_background_job_whose_sigint_is_ignored(busy_batch):
+    # As `processor.py ... &` in a script starts it: SIGINT ignored, SIGTERM not.
+    child = subprocess.Popen([sys.executable, PROCESSOR, "--delay", "0", *busy_batch],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    wait_for_line(child, "Processing 3 files")
+    time.sleep(0.2)
+
+    child.send_signal(signal.SIGINT)  # ignored, as the shell asked
+    child.send_signal(signal.SIGTERM)
+    stdout, stderr = child.communicate(timeout=30)
+
+    assert child.returncode == 143
+    assert_quiet(stdout, stderr)
+    assert "Batch: 3 files" in stdout
