@@ -101,14 +101,15 @@ def write_csv(path: Path, rows: Iterable[list[str]]) -> None:
 
 
 def write_samples(out: Path, *, seed: int, files: int, rows: int, bad_rows: int) -> list[Path]:
-    """Write `files` files with rows/files, 2*rows/files, ... rows; the first also gets the bad rows."""
+    """Write `files` files with rows/files, 2*rows/files, ... rows; the first also gets the bad
+    rows, mixed in among its good ones, if it has any."""
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     paths = []
     for number in range(1, files + 1):
         path = out / f"transactions_{number:03d}.csv"
         size = round(rows * number / files)
-        write_csv(path, sample_rows(rng, number, size, bad_rows if number == 1 else 0))
+        write_csv(path, sample_rows(rng, number, size, bad_rows if number == 1 and size else 0))
         paths.append(path)
     return paths
 
@@ -143,13 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="malformed rows mixed into the first file, one kind of mistake "
                              "after another; none with --rows 0 (default: %(default)s)")
     args = parser.parse_args(argv)
-    # Bad rows are mixed in among good ones, so --rows 0 gives header-only files.
-    bad_rows = args.bad_rows if args.rows else 0
     # A path that cannot be written is one line, as parser.error writes it but without the
     # usage: the options themselves were well formed.
     try:
         paths = write_samples(args.out, seed=args.seed, files=args.files, rows=args.rows,
-                              bad_rows=bad_rows)
+                              bad_rows=args.bad_rows)
     except FileExistsError:
         parser.exit(2, f"{parser.prog}: error: cannot write to {args.out}: it is a file, "
                        "not a folder\n")

@@ -111,7 +111,8 @@ TABLE_COLUMNS = ("File", "Status", "Valid", "Rejected", "Total", "Average", "Top
 NUMBER_COLUMNS = {"Valid", "Rejected", "Total", "Average", "Seconds"}  # aligned to the right
 # At a terminal too narrow for the report's table, these are left out first, in this order.
 OPTIONAL_COLUMNS = ("Dates", "Seconds", "Top category", "Average")
-NAME_MIN_WIDTH = 24  # the file names are cut no narrower than this (or their own width)
+NAME_MIN_WIDTH = 24  # columns are left out until the file names have this much room
+NAME_MIN_CUT = 12  # and they are cut no shorter than this: `sampl...1.csv` still tells them apart
 
 EXIT_OK = 0
 EXIT_FILE_ERROR = 1
@@ -1067,8 +1068,8 @@ def table_width(columns: list[Column]) -> int:
 
 
 def cut_middle(text: str, width: int) -> str:
-    """Return text with its middle made ... if it is wider than width: the start of a path
-    and the end of its name tell it apart."""
+    """Return text with its middle made ... if it is wider than width (5 or more): the start
+    of a path and the end of its name tell it apart."""
     if len(text) <= width:
         return text
     start = (width - 3) // 2
@@ -1080,8 +1081,8 @@ def fit_columns(columns: list[Column], width: int) -> tuple[list[Column], list[s
 
     The first column holds the file names. Until they have NAME_MIN_WIDTH or their own width,
     whichever is less, the OPTIONAL_COLUMNS are left out one by one; then the names are cut
-    in the middle to fit (to 5 characters at the least). A table that cannot fit even so (a
-    total of 90 digits) stays wider.
+    in the middle to fit, to NAME_MIN_CUT characters at the least. A table that cannot fit even
+    so (a total of 90 digits, a terminal of 40 columns) stays wider.
     """
     names, others = columns[0], columns[1:]
     left_out: list[str] = []
@@ -1090,8 +1091,9 @@ def fit_columns(columns: list[Column], width: int) -> tuple[list[Column], list[s
             break
         others = [column for column in others if column.title != title]
         left_out.append(title)
-    room = max(width - table_width(others) - 2, 5)
-    return [names._replace(cells=[cut_middle(name, room) for name in names.cells]), *others], left_out
+    room = max(width - table_width(others) - 2, NAME_MIN_CUT)
+    names = names._replace(cells=[cut_middle(name, room) for name in names.cells])
+    return [names, *others], left_out
 
 
 def join_parts(parts: list[str], width: int | None) -> list[str]:
@@ -1113,6 +1115,13 @@ def wrap(line: str, width: int) -> list[str]:
     return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) or [line]
 
 
+def format_average(result: FileResult) -> str:
+    """Return a file's average as its total is shown: to as many decimals as the total has,
+    at least two, rounded half to even."""
+    places = max(2, -int(Decimal(result["total_amount_exact"]).as_tuple().exponent))
+    return f"{Decimal(result['average_transaction_exact']):,.{places}f}"
+
+
 def file_row(result: FileResult) -> list[str]:
     """Return one file's cells of the report's table."""
     seconds = "-" if result["status"] == "cancelled" else f"{result['processing_time']:.2f}"
@@ -1122,8 +1131,7 @@ def file_row(result: FileResult) -> list[str]:
     return [
         result["filename"], result["status"],
         f"{result['total_transactions']:,}", f"{result['invalid_rows']:,}",
-        format_amount(result["total_amount_exact"]),
-        f"{Decimal(result['average_transaction_exact']):,.2f}",  # to the cent, half to even
+        format_amount(result["total_amount_exact"]), format_average(result),
         result["top_category"] or "-",
         f"{dates['earliest']} to {dates['latest']}" if dates["earliest"] else "-",
         seconds,
@@ -1857,6 +1865,7 @@ TEMPORARY_NAME = re.compile(r"\.(?:.+\.rejects\.csv|write-test)\.([0-9]+)\.tmp")
 
 
 def is_running(pid: int) -> bool:
+    """Return whether a process with this number exists."""
     try:
         os.kill(pid, 0)  # signal 0 sends nothing: it only asks whether the process is there
     except (ProcessLookupError, OverflowError):  # gone, or a number no process could have
@@ -1868,11 +1877,14 @@ def is_running(pid: int) -> bool:
 
 def remove_leftovers(folder: str) -> None:
     """Remove the temporary files that runs killed mid-file left in the folder: those whose
-    process is gone. A run still going (this one, another) keeps its own."""
+    process is gone, or has this one's number (a container's program is always process 1),
+    since this run has written none yet. Another run still going keeps its own."""
     for name in os.listdir(folder):
         match = TEMPORARY_NAME.fullmatch(name)
-        if match and not is_running(int(match[1])):
-            with suppress(FileNotFoundError):  # another run may be tidying up too
+        if match and (int(match[1]) == os.getpid() or not is_running(int(match[1]))):
+            # Gone already (another run tidying up), or not ours to remove (a folder by that
+            # name): either way, nothing that should stop this run.
+            with suppress(OSError):
                 os.remove(os.path.join(folder, name))
 
 
@@ -2150,7 +2162,8 @@ def lay_out_dashboard(header: list[str], state: DashboardState, width: int,
     slots = [f"  {number:>{number_width}}  "
              + cut_left(name or "(free)", width - 4 - number_width).rstrip()
              for number, name in enumerate(state.slots, start=1)]
-    files_title = (f"{f'Files {top + 1}-{top + file_rows} of {len(state.files)}':<{name_width + 2}}"
+    files_shown = f"Files {top + 1:,}-{top + file_rows:,} of {len(state.files):,}"
+    files_title = (f"{files_shown:<{name_width + 2}}"
                    f" {'status':<10} {'read':<12} {'valid':>9} {'rejected':>8} {'time':>8}")
     events = [cut(f"  {event.at:6.1f} s  {event.text}", width) for event in state.events]
     return [
@@ -2302,9 +2315,10 @@ def format_axis(to_column: Callable[[float], int], duration: float, chart: int,
     return [" " * indent + "".join(ruler), seconds]
 
 
-def format_seconds(seconds: float) -> str:
-    """Return `1.25 s`, or `0.42 ms` under a hundredth of a second, which `0.00 s` would hide."""
-    return f"{seconds:.2f} s" if seconds >= 0.01 else f"{seconds * 1000:.2g} ms"
+def format_seconds(seconds: float, spec: str = ".2f") -> str:
+    """Return `1.25 s` (formatted by spec), or `0.42 ms` under a hundredth of a second, which
+    `0.00 s` would hide."""
+    return f"{seconds:{spec}} s" if seconds >= 0.01 else f"{seconds * 1000:.2g} ms"
 
 
 def format_timeline(spans: list[Span], slot_count: int, width: int) -> list[str]:
@@ -2332,7 +2346,7 @@ def format_timeline(spans: list[Span], slot_count: int, width: int) -> list[str]
             cells[first:end] = draw_span(end - first, keys.get(span, labels[span]))
         rows.append(f"slot {slot:>{indent - 7}} |" + "".join(cells) + "|")
     header = (f"Timeline: {plural(slot_count, 'slot')} over {format_seconds(duration)}, "
-              f"a column every {format_seconds(duration / chart)}, . where a slot sat idle")
+              f"a column every {format_seconds(duration / chart, '.2g')}, . where a slot sat idle")
     legend = [f"  {keys[span]} = {span.filename} (slot {span.slot}, {span.start:.2f} "
               f"to {span.end:.2f} s)" for span in unlabelled]
     return [header, *rows, *format_axis(to_column, duration, chart, indent, width), *legend]
@@ -2786,14 +2800,15 @@ async def watch_folder(session: WatchSession, settings: Settings, *, poll: float
         await asyncio.gather(status, return_exceptions=True)
 
 
-def format_watch_summary(session: WatchSession, elapsed: float) -> str:
-    """Return what the session did, printed when it stops."""
+def format_watch_summary(session: WatchSession, elapsed: float, width: int) -> str:
+    """Return what the session did, printed when it stops; its list of names fits in width."""
     lines = [f"Stopped watching {session.folders.root} after {elapsed:.1f} s: "
              f"{plural(session.done + session.failed, 'file')} processed "
              f"({session.done:,} done, {session.failed:,} failed)"]
     if session.put_back:
-        names = ", ".join(os.path.basename(path) for path in session.put_back)
-        lines.append(f"Put back in incoming/, to be processed next time: {names}")
+        label = "Put back in incoming/, to be processed next time: "
+        names = [os.path.basename(path) for path in session.put_back]
+        lines.append(label + list_names(names, width - len(label)))
     lines.append(f"Results: {session.folders.results}")
     return "\n".join(lines)
 
@@ -3304,12 +3319,13 @@ def run_batch(filenames: list[str], settings: Settings, results: dict[str, FileR
         dashboard=dashboard, stop=stop)
 
 
-def format_interruption(batch: BatchResult) -> str:
-    """Return the line that names the files Ctrl-C stopped."""
+def format_interruption(batch: BatchResult, width: int) -> str:
+    """Return the line that names the files a stop signal stopped, as many as fit in width."""
     unfinished = [name for name, result in batch["results"].items()
                   if result["status"] == "cancelled"]
-    return "Interrupted: " + (f"not finished: {', '.join(unfinished)}" if unfinished
-                              else "every file had finished")
+    label = "Interrupted: not finished: "
+    return (label + list_names(unfinished, width - len(label)) if unfinished
+            else "Interrupted: every file had finished")
 
 
 def recover_and_report(folders: WatchFolders) -> None:
@@ -3358,7 +3374,8 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     finally:
         if db is not None:
             db.finish(interrupted=bool(session.put_back))
-    print(format_watch_summary(session, time.perf_counter() - session.started))
+    print(format_watch_summary(session, time.perf_counter() - session.started,
+                               terminal_width(sys.stdout) or LOG_LINE_WIDTH))
     if db is not None:
         print(db.outcome(), file=sys.stderr)
     return code
@@ -3417,7 +3434,8 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
     if args.timeline:
         print("\n" + format_batch_timeline(batch, settings.max_concurrent, timeline_width()))
     if stopped_by is not None:
-        print(format_interruption(batch), file=sys.stderr)
+        print(format_interruption(batch, terminal_width(sys.stderr) or LOG_LINE_WIDTH),
+              file=sys.stderr)
     if db is not None:
         print(db.outcome(), file=sys.stderr)
     return exit_code(batch, stopped_by, all_saved=db is None or not db.failures)

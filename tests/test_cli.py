@@ -237,3 +237,14 @@ def test_many_files_pause_max_concurrent_at_a_time(tmp_path):
 
     assert "will take about 3 min;" in one_at_a_time  # 168 s
     assert three_at_a_time is None  # 56 s
+
+
+def test_the_pause_hint_comes_on_stderr_before_the_batch(tmp_path, monkeypatch, capsys):
+    big = rows_file(tmp_path, "big.csv", 7000)
+    monkeypatch.setattr(processor, "run_batch", lambda filenames, settings, results, **options:
+                        processor.summarize_batch(filenames, {}, 0.0))
+
+    main(["--delay", "1", big])
+
+    assert capsys.readouterr().err.splitlines()[1].startswith(
+        "processor.py: the simulated I/O pause alone (--delay 1 s after every 100 rows)")

@@ -323,7 +323,8 @@ def test_ctrl_c_while_the_database_is_opening_exits_130_before_any_file_with_not
     out, err = capsys.readouterr()
     assert code == 130
     assert out == ""  # no file had begun: nothing to report
-    assert err == f"processor.py: nothing saved to {tmp_path / 'results.db'}: stopped while it was opened\n"
+    assert err == (f"processor.py: nothing saved to {tmp_path / 'results.db'}: stopped while it "
+                   "was opened\n")
 
 
 def test_ctrl_c_while_the_writer_finishes_keeps_the_report_and_says_what_may_be_unsaved(
@@ -353,8 +354,8 @@ def test_ctrl_c_while_the_writer_finishes_keeps_the_report_and_says_what_may_be_
     assert out.splitlines()[2].split()[:2] == [data, "completed"]
     assert "Interrupted: every file had finished" in err
     assert err.splitlines()[-1] == (
-        f"processor.py: stopped saving to {tmp_path / 'results.db'} (batch 1) at a stop signal: its "
-        "last results may be missing, and the batch still reads running")
+        f"processor.py: stopped saving to {tmp_path / 'results.db'} (batch 1) at a stop signal: "
+        "its last results may be missing, and the batch still reads running")
 
 
 def test_the_tables_and_the_batch_are_created_in_one_transaction(tmp_path):

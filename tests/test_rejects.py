@@ -326,11 +326,19 @@ def test_temporaries_of_runs_that_died_are_removed_and_a_live_runs_kept(write_cs
     folder.mkdir()
     dead, alive = subprocess.Popen([sys.executable, "-c", "pass"]), os.getpid()
     dead.wait()  # its process id is free now
-    leftovers = [f".a.csv.rejects.csv.{dead.pid}.tmp", f".write-test.{dead.pid}.tmp"]
-    kept = [f".b.csv.rejects.csv.{alive}.tmp", ".notes.tmp", f"a.csv.rejects.csv.{dead.pid}.tmp"]
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    leftovers = [f".a.csv.rejects.csv.{dead.pid}.tmp", f".write-test.{dead.pid}.tmp",
+                 f".c.csv.rejects.csv.{alive}.tmp"]  # this run has written none yet
+    kept = [f".b.csv.rejects.csv.{running.pid}.tmp", ".notes.tmp",
+            f"a.csv.rejects.csv.{dead.pid}.tmp"]
     for name in leftovers + kept:
         (folder / name).write_text("x")
+    (folder / f".d.csv.rejects.csv.{dead.pid}.tmp").mkdir()  # not a file: left, and no error
 
-    keep_rejects(folder, [write_csv("c.csv", "transaction_id\n")])
+    try:
+        keep_rejects(folder, [write_csv("c.csv", "transaction_id\n")])
+    finally:
+        running.kill()
+        running.wait()
 
-    assert sorted(os.listdir(folder)) == sorted(kept)
+    assert sorted(os.listdir(folder)) == sorted([*kept, f".d.csv.rejects.csv.{dead.pid}.tmp"])

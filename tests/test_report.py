@@ -4,6 +4,7 @@ import signal
 
 import pytest
 
+import processor
 from processor import (file_result, exit_code, format_amount, format_json, format_report,
                        format_speedup, plural)
 
@@ -115,13 +116,15 @@ def test_json_is_strict_a_sum_past_the_float_range_is_null_beside_its_exact_text
 
     east = parsed["results"]["east.csv"]
     assert (east["total_amount"], east["average_transaction"]) == (None, None)
-    assert (east["total_amount_exact"], east["average_transaction_exact"]) == (huge, "5" + "0" * 399)
+    assert east["total_amount_exact"] == huge
+    assert east["average_transaction_exact"] == "5" + "0" * 399
     assert parsed["summary"]["total_amount"] is None
     assert parsed["summary"]["total_amount_exact"] == huge
 
 
-@pytest.mark.parametrize("exact, shown", [("2.675", "2.68"), ("0.125", "0.12"), ("0.135", "0.14"),
-                                          ("1234.5", "1,234.50"), ("5" + "0" * 30, f"{5 * 10**30:,}.00")],
+@pytest.mark.parametrize("exact, shown", [
+    ("2.675", "2.68"), ("0.125", "0.12"), ("0.135", "0.14"), ("1234.5", "1,234.50"),
+    ("5" + "0" * 30, f"{5 * 10**30:,}.00")],
                          ids=["float-would-say-2.67", "half-to-even-down", "half-to-even-up",
                               "separators", "beyond-float"])
 def test_the_average_is_shown_from_its_exact_value_to_the_cent(exact, shown):
@@ -202,8 +205,28 @@ def test_a_short_name_keeps_more_columns_and_dates_go_first():
     assert max(map(len, lines)) <= 80
 
 
+def test_the_average_has_as_many_decimals_as_the_total():
+    batch = a_batch()
+    batch["results"]["east.csv"].update({"total_amount_exact": "3.015", "total_transactions": 2,
+                                         "average_transaction_exact": "1.5075"})
+
+    east = next(line for line in format_report(batch).splitlines() if line.startswith("east.csv"))
+
+    assert east.split()[4:6] == ["3.015", "1.508"]  # 1.5075 to three places, half to even
+
+
 def test_one_transaction_is_singular():
     batch = a_batch()
     batch["summary"].update({"total_transactions": 1, "invalid_rows": 1})
 
     assert "| 1 transaction | total 1,234,567.50 | 1 row rejected" in format_report(batch)
+
+
+def test_the_files_a_signal_stopped_are_listed_to_the_width():
+    names = [f"data/file_{n:04d}.csv" for n in range(1500)]
+    batch = {"results": {name: file_result(name, "cancelled") for name in names}}
+
+    line = processor.format_interruption(batch, 80)
+
+    assert line == ("Interrupted: not finished: data/file_0000.csv, data/file_0001.csv "
+                    "and 1,498 more")

@@ -30,7 +30,7 @@ def test_spans_are_drawn_in_their_slots_with_idle_time_as_dots_and_a_legend_for_
     # 32 columns: "slot 1 |" takes 8 and 4 are kept at the right, so 20 columns for 2.0 s,
     # 0.1 s each. b.csv gets 4 columns and d.csv 5: too few for their names (7 + 2 brackets).
     assert lines == [
-        "Timeline: 2 slots over 2.00 s, a column every 0.10 s, . where a slot sat idle",
+        "Timeline: 2 slots over 2.00 s, a column every 0.1 s, . where a slot sat idle",
         "slot 1 |[a.csv===][c.csv===]|",
         "slot 2 |[a=]...........[b==]|",
         "        +---------+---------+",
