@@ -43,17 +43,20 @@ call the core makes forward is to the faster reader).
                        stopping: SIGINT, SIGTERM and SIGHUP, at any moment, as Ctrl-C
 """
 
+import os
 import signal
 import sys
 
 if __name__ == "__main__":
     # Importing the modules below takes a moment. A signal in it, before main can handle it (see
     # "Stopping" in the command line's section), ends the program at once, quietly, with the
-    # status a shell gives a program that a signal stopped; a signal ignored from the start
-    # (SIGHUP under nohup, SIGINT in a background job) stays ignored.
+    # status a shell gives a program that a signal stopped: os._exit, since an exception raised
+    # in the midst of an import can be turned into another, or swallowed. Nothing is written
+    # yet, so nothing is lost. A signal ignored from the start (SIGHUP under nohup, SIGINT in a
+    # background job) stays ignored.
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(number) is not signal.SIG_IGN:
-            signal.signal(number, lambda signum, frame: sys.exit(128 + signum))
+            signal.signal(number, lambda signum, frame: os._exit(128 + signum))
 
 import argparse
 import asyncio
@@ -65,7 +68,6 @@ import io
 import itertools
 import json
 import math
-import os
 import queue
 import random
 import re
@@ -665,23 +667,29 @@ class StatusLine:
         self.width = 0
 
     def draw(self, text: str) -> None:
-        # A line wider than the terminal would wrap, and each redraw would scroll a copy up.
+        # A line wider than the terminal would wrap, and each redraw would scroll a copy up;
+        # the last column is left free, where some terminals wrap at once.
         width = terminal_width(sys.stderr)
         text = text if width is None else cut(text, width - 1)
-        sys.stderr.write("\r" + text)
-        sys.stderr.flush()
+        self.write("\r" + text)
         self.width = len(text)
 
     def clear(self) -> None:
         if self.width:
-            sys.stderr.write("\r" + " " * self.width + "\r")
-            sys.stderr.flush()
+            self.write("\r" + " " * self.width + "\r")
             self.width = 0
 
     def print(self, text: str) -> None:
         """Write a whole line to stderr without garbling the spinner's line."""
         self.clear()
-        print(text, file=sys.stderr, flush=True)
+        self.write(text + "\n")
+
+    def write(self, text: str) -> None:
+        # Progress only keeps the user company. Once no one reads stderr (a closed pipe, a
+        # terminal gone) it goes unsaid, and the files and the report on stdout go on.
+        with suppress(OSError):
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
 
 status_line = StatusLine()
@@ -1637,6 +1645,7 @@ class ClientFiles:
 # finishes it once the event loop is done.
 
 DATABASE_TIMEOUT_S = 5.0  # how long a write waits for another program's lock before it fails
+DATABASE_STOP_WAIT_S = 1.0  # how long a stop signal in the midst of opening waits for the thread
 
 DATABASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -1752,7 +1761,9 @@ class DatabaseWriter:
         self.path = path
         self.unsaved = dict.fromkeys(filenames)  # the batch's files with no result yet, in order
         self.saved = 0  # results handed to the thread
-        self.stopped = False  # a Ctrl-C stopped the wait for the last writes
+        self.cut_short = threading.Event()  # a stop signal came while the last were written
+        self.skipped = 0  # results left unwritten then
+        self.stopped = False  # a second stop signal stopped the wait for the last writes
         self.inbox: queue.Queue[FileResult | BatchEnd] = queue.Queue()
         self.failures: list[str] = []  # one line per write that failed
         opened: Future[int] = Future()
@@ -1763,9 +1774,10 @@ class DatabaseWriter:
         try:
             self.batch_id = opened.result()
         except KeyboardInterrupt:
-            # Not waited for: the thread may be waiting for another program's lock. Should it
-            # get the database open after all, the batch it adds is ended at once.
+            # The thread may be waiting for another program's lock, so it is waited for only a
+            # moment: enough, if it has just added the batch, to end it at once.
             self.inbox.put_nowait(BatchEnd("interrupted", 0))
+            self.thread.join(DATABASE_STOP_WAIT_S)
             raise
 
     def save(self, result: FileResult) -> None:
@@ -1776,7 +1788,9 @@ class DatabaseWriter:
 
     def finish(self, *, interrupted: bool = False) -> bool:
         """Save the files with no result as cancelled, end the batch (interrupted if there were
-        any, or if told so), and wait for the thread to write it all; False if Ctrl-C stopped it."""
+        any, or if told so), and wait for the thread to write it all. A stop signal meanwhile
+        has it leave the results still waiting and end the batch interrupted; a second one
+        stops the wait, and then this returns False."""
         unfinished = list(self.unsaved)
         for name in unfinished:
             self.save(file_result(name, "cancelled"))
@@ -1784,9 +1798,13 @@ class DatabaseWriter:
                                        self.saved))
         try:
             self.thread.join()
-        except KeyboardInterrupt:  # the report matters more than the last writes: stop waiting
-            self.stopped = True
-            return False
+        except KeyboardInterrupt:
+            self.cut_short.set()  # the write under way and the batch's end: a moment
+            try:
+                self.thread.join()
+            except KeyboardInterrupt:  # the report matters more than the last writes
+                self.stopped = True
+                return False
         return True
 
     def write_batch(self, opened: Future[int], settings: Settings, file_count: int) -> None:
@@ -1801,8 +1819,13 @@ class DatabaseWriter:
         opened.set_result(batch_id)
         with closing(connection):
             while not isinstance(message := self.inbox.get(), BatchEnd):
+                if self.cut_short.is_set():
+                    self.skipped += 1
+                    continue
                 self.attempt(message["filename"],
                              functools.partial(save_result, connection, batch_id, message))
+            if self.cut_short.is_set():
+                message = message._replace(state="interrupted")
             self.attempt("the batch's final state",
                          functools.partial(end_batch, connection, batch_id, message))
 
@@ -1820,6 +1843,10 @@ class DatabaseWriter:
             return (f"processor.py: stopped saving to {self.path} (batch {self.batch_id}) at a "
                     "stop signal: its last results may be missing, and the batch still reads "
                     "running")
+        if self.skipped:
+            return (f"processor.py: saved to {self.path} as batch {self.batch_id} in part: a "
+                    f"stop signal came before {plural(self.skipped, 'result')} could be written, "
+                    "and the batch reads interrupted")
         if not self.failures:
             return f"Saved to {self.path} as batch {self.batch_id}"
         return (f"processor.py: could not save to {self.path} (batch {self.batch_id}): "
@@ -1866,6 +1893,8 @@ TEMPORARY_NAME = re.compile(r"\.(?:.+\.rejects\.csv|write-test)\.([0-9]+)\.tmp")
 
 def is_running(pid: int) -> bool:
     """Return whether a process with this number exists."""
+    if pid <= 0:  # 0 would ask about this process's group
+        return False
     try:
         os.kill(pid, 0)  # signal 0 sends nothing: it only asks whether the process is there
     except (ProcessLookupError, OverflowError):  # gone, or a number no process could have
@@ -3166,8 +3195,8 @@ def check_dashboard(wanted: bool) -> bool:
     """Return whether to draw the dashboard; if it was wanted but cannot be, say why."""
     why_not = dashboard_unavailable() if wanted else None
     if why_not is not None:
-        print(f"processor.py: no dashboard ({why_not}); showing the progress lines instead",
-              file=sys.stderr)
+        status_line.print(f"processor.py: no dashboard ({why_not}); showing the progress lines "
+                          "instead")
     return wanted and why_not is None
 
 
@@ -3221,9 +3250,10 @@ class StopSignals:
         cleanup."""
         def cancel(number: int, frame: "FrameType | None") -> None:
             if self.received is None and not task.done():
-                task.cancel()
-                # The loop may be waiting in select() for its next timer: wake it.
-                task.get_loop().call_soon_threadsafe(lambda: None)
+                # Not task.cancel() here: the handler may run in the midst of the loop's own
+                # code, between two steps that must not have a cancel come between them. As a
+                # callback, the cancel comes at the loop's next turn, which this also wakes.
+                task.get_loop().call_soon_threadsafe(task.cancel)
             self.received = self.received or number
 
         for number in self.previous:
@@ -3332,15 +3362,15 @@ def recover_and_report(folders: WatchFolders) -> None:
     """Put back what a stopped run left in processing/, and cut a torn results line, saying so
     on stderr; raise WatchFailed if that cannot be done."""
     for path in recover_files(folders):
-        print(f"processor.py: {os.path.basename(path)} was left in processing/ by a run that "
-              f"stopped; moved back to incoming/ to be processed again", file=sys.stderr)
+        status_line.print(f"processor.py: {os.path.basename(path)} was left in processing/ by "
+                          "a run that stopped; moved back to incoming/ to be processed again")
     try:
         torn = cut_torn_line(folders.results)
     except OSError as error:
         raise WatchFailed(f"cannot check {folders.results}: {error.strerror or error}") from None
     if torn:
-        print(f"processor.py: {folders.results} ended in a line cut short; removed it (its "
-              "file is one of those moved back)", file=sys.stderr)
+        status_line.print(f"processor.py: {folders.results} ended in a line cut short; removed "
+                          "it (its file is one of those moved back)")
 
 
 def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolders,
@@ -3356,8 +3386,8 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     try:
         recover_and_report(folders)
         db = start_database(args.db, settings, [])
-        print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up to "
-              f"{settings.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
+        status_line.print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up to "
+                          f"{settings.max_concurrent} at a time (Ctrl-C to stop)")
         run_on_screen(lambda screen: watch_folder(
             session, settings, poll=args.poll or WATCH_POLL_S,
             settle=WATCH_SETTLE_S if args.settle is None else args.settle,
@@ -3369,7 +3399,7 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     except KeyboardInterrupt:
         code = EXIT_SIGNALLED + (stop.received or signal.SIGINT)
     except WatchFailed as error:
-        print(f"processor.py: error: {error}", file=sys.stderr)
+        status_line.print(f"processor.py: error: {error}")
         code = EXIT_FILE_ERROR
     finally:
         if db is not None:
@@ -3377,7 +3407,7 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     print(format_watch_summary(session, time.perf_counter() - session.started,
                                terminal_width(sys.stdout) or LOG_LINE_WIDTH))
     if db is not None:
-        print(db.outcome(), file=sys.stderr)
+        status_line.print(db.outcome())
     return code
 
 
@@ -3412,15 +3442,15 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
         # A database locked by another program can keep this waiting, until a stop signal.
         db = start_database(args.db, settings, filenames)
     except KeyboardInterrupt:
-        print(f"processor.py: nothing saved to {args.db}: stopped while it was opened",
-              file=sys.stderr)
+        status_line.print(f"processor.py: nothing saved to {args.db}: stopped while it was "
+                          "opened")
         raise
     stopped_by: int | None = None
     try:
-        print(f"Processing {plural(len(filenames), 'file')}, up to "
-              f"{settings.max_concurrent} at a time (Ctrl-C to stop)", file=sys.stderr)
+        status_line.print(f"Processing {plural(len(filenames), 'file')}, up to "
+                          f"{settings.max_concurrent} at a time (Ctrl-C to stop)")
         if hint := delay_hint(filenames, settings):
-            print(hint, file=sys.stderr)
+            status_line.print(hint)
         batch = run_batch(filenames, settings, results, db=db, read_file=read_file,
                           dashboard=dashboard, stop=stop)
     except KeyboardInterrupt:
@@ -3434,19 +3464,20 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
     if args.timeline:
         print("\n" + format_batch_timeline(batch, settings.max_concurrent, timeline_width()))
     if stopped_by is not None:
-        print(format_interruption(batch, terminal_width(sys.stderr) or LOG_LINE_WIDTH),
-              file=sys.stderr)
+        status_line.print(format_interruption(batch, terminal_width(sys.stderr) or LOG_LINE_WIDTH))
     if db is not None:
-        print(db.outcome(), file=sys.stderr)
+        status_line.print(db.outcome())
     return exit_code(batch, stopped_by, all_saved=db is None or not db.failures)
 
 
 def discard_output() -> None:
-    """Send what is still to be written to stdout and stderr nowhere: Python flushes them
-    at exit, which would fail again where they lead."""
+    """Write what can still be written, and send the rest nowhere: Python flushes stdout and
+    stderr at exit, which would fail again where they lead."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):  # a stream with no descriptor (a test's capture)
+            with suppress(OSError):
+                stream.flush()
             os.dup2(devnull, stream.fileno())
     os.close(devnull)
 
@@ -3463,12 +3494,14 @@ def main(argv: list[str] | None = None) -> int:
             # Flushed here, not at exit: a reader slow to take the last of the report keeps
             # this waiting, and a signal meanwhile is handled below.
             sys.stdout.flush()
-            return code
+            # A KeyboardInterrupt raised where Python cannot pass it on (a callback of the
+            # garbage collector) is only printed; the signal still gives the status.
+            return code if stop.received is None else EXIT_SIGNALLED + stop.received
         except KeyboardInterrupt:
             # Before the batch (nothing to report yet), or in the middle of the report.
             return EXIT_SIGNALLED + (stop.received or signal.SIGINT)
         except BrokenPipeError:
-            # The reader of the output has gone (`| head`): stop quietly, with the status of a
+            # The reader of the report has gone (`| head`): stop quietly, with the status of a
             # program that SIGPIPE stopped.
             discard_output()
             return EXIT_SIGNALLED + signal.SIGPIPE

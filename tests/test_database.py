@@ -367,3 +367,60 @@ def test_the_tables_and_the_batch_are_created_in_one_transaction(tmp_path):
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT name FROM sqlite_master").fetchall() == []
     connection.close()
+
+
+def test_a_stop_signal_while_the_last_results_are_written_ends_the_batch_interrupted(
+        tmp_path, monkeypatch):
+    writing, go_on = threading.Event(), threading.Event()
+    real_save = processor.save_result
+
+    def slow_save(*args):
+        writing.set()
+        go_on.wait(5)
+        real_save(*args)
+
+    monkeypatch.setattr(processor, "save_result", slow_save)
+    names = [f"f{n}.csv" for n in range(5)]
+    writer = DatabaseWriter(str(tmp_path / "r.db"), processor.Settings(), names)
+    for name in names:
+        writer.save(processor.file_result(name, "completed"))
+    writing.wait(5)  # the thread is writing the first result; four wait in the queue
+    real_join, signals = writer.thread.join, [KeyboardInterrupt]
+
+    def join():
+        if signals:
+            raise signals.pop()  # as a stop signal does in the main thread while it waits
+        go_on.set()
+        real_join()
+
+    monkeypatch.setattr(writer.thread, "join", join)
+
+    assert writer.finish() is True
+
+    with sqlite3.connect(tmp_path / "r.db") as connection:
+        assert connection.execute("SELECT state, file_count FROM batches").fetchall() == \
+            [("interrupted", 5)]
+        assert connection.execute("SELECT filename FROM file_results").fetchall() == [("f0.csv",)]
+    connection.close()
+    assert writer.outcome() == (
+        f"processor.py: saved to {tmp_path / 'r.db'} as batch 1 in part: a stop signal came "
+        "before 4 results could be written, and the batch reads interrupted")
+
+
+def test_a_stop_signal_just_before_the_batch_is_added_still_ends_it(tmp_path, monkeypatch):
+    real_open = processor.open_database
+
+    def slow_open(*args):
+        time.sleep(0.3)  # the main thread hears the signal meanwhile
+        return real_open(*args)
+
+    monkeypatch.setattr(processor, "open_database", slow_open)
+    threading.Timer(0.1, signal.raise_signal, [signal.SIGINT]).start()
+
+    with pytest.raises(KeyboardInterrupt):
+        DatabaseWriter(str(tmp_path / "r.db"), processor.Settings(), ["a.csv"])
+
+    # Waited for a moment, the thread added the batch and ended it at once.
+    with sqlite3.connect(tmp_path / "r.db") as connection:
+        assert connection.execute("SELECT state FROM batches").fetchall() == [("interrupted",)]
+    connection.close()
