@@ -2338,7 +2338,10 @@ def format_axis(to_column: Callable[[float], int], duration: float, chart: int,
     for number in range(math.floor(duration / step * 1.001) + 1):
         column = to_column(number * step)
         ruler[column] = "+"
-        label = f"{number * step:.6g} s"  # never as wide as TIMELINE_TICK_GAP: labels never touch
+        # Never as wide as TIMELINE_TICK_GAP: labels never touch. In ms for a batch that took
+        # less than a hundredth of a second, where seconds would read 5e-05.
+        label = (f"{number * step:.6g} s" if duration >= 0.01
+                 else f"{number * step * 1000:.6g} ms")
         if indent + column + len(label) <= width:
             seconds = seconds.ljust(indent + column) + label
     return [" " * indent + "".join(ruler), seconds]

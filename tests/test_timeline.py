@@ -211,3 +211,10 @@ def test_timeline_and_json_together_are_a_usage_error():
     assert run.stdout == ""
     assert run.stderr.splitlines()[-1] == (
         "processor.py: error: argument --timeline: not allowed with argument --json")
+
+
+def test_a_batch_shorter_than_a_hundredth_of_a_second_is_timed_in_ms():
+    lines = processor.format_timeline([processor.Span(1, 0.0, 0.0004, "a.csv")], 1, 80)
+
+    assert lines[0].startswith("Timeline: 1 slot over 0.4 ms, a column every ")
+    assert lines[-1].split() == ["0", "ms", "0.1", "ms", "0.2", "ms", "0.3", "ms"]
