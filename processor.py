@@ -1762,6 +1762,7 @@ class DatabaseWriter:
         self.unsaved = dict.fromkeys(filenames)  # the batch's files with no result yet, in order
         self.saved = 0  # results handed to the thread
         self.cut_short = threading.Event()  # a stop signal came while the last were written
+        self.finished = threading.Event()  # the thread has written all it will
         self.skipped = 0  # results left unwritten then
         self.stopped = False  # a second stop signal stopped the wait for the last writes
         self.inbox: queue.Queue[FileResult | BatchEnd] = queue.Queue()
@@ -1777,7 +1778,7 @@ class DatabaseWriter:
             # The thread may be waiting for another program's lock, so it is waited for only a
             # moment: enough, if it has just added the batch, to end it at once.
             self.inbox.put_nowait(BatchEnd("interrupted", 0))
-            self.thread.join(DATABASE_STOP_WAIT_S)
+            self.finished.wait(DATABASE_STOP_WAIT_S)
             raise
 
     def save(self, result: FileResult) -> None:
@@ -1796,12 +1797,14 @@ class DatabaseWriter:
             self.save(file_result(name, "cancelled"))
         self.inbox.put_nowait(BatchEnd("interrupted" if unfinished or interrupted else "completed",
                                        self.saved))
+        # An Event, not thread.join(): on Python 3.11 a join that a signal interrupts can mark
+        # the thread finished while it still runs, and the next join would not wait.
         try:
-            self.thread.join()
+            self.finished.wait()
         except KeyboardInterrupt:
             self.cut_short.set()  # the write under way and the batch's end: a moment
             try:
-                self.thread.join()
+                self.finished.wait()
             except KeyboardInterrupt:  # the report matters more than the last writes
                 self.stopped = True
                 return False
@@ -1828,6 +1831,7 @@ class DatabaseWriter:
                 message = message._replace(state="interrupted")
             self.attempt("the batch's final state",
                          functools.partial(end_batch, connection, batch_id, message))
+        self.finished.set()
 
     def attempt(self, what: str, write: Callable[[], None]) -> None:
         """Run one write; if it fails, note what and why, and carry on."""
@@ -3283,22 +3287,22 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(held)
 
 
-def run_in_loop(work: Coroutine[None, None, T], stop: StopSignals) -> T:
-    """Run work in a new event loop and return what it returns, as asyncio.run does; raise
+def run_in_loop(work: Callable[[], Coroutine[None, None, T]], stop: StopSignals) -> T:
+    """Run work() in a new event loop and return what it returns, as asyncio.run does; raise
     KeyboardInterrupt if a stop signal came, once the loop has wound down."""
     runner = asyncio.Runner()
     try:
-        # A signal while the loop is being made would leave it half made, to be complained of
-        # at exit; once made, the runner closes it however the work ends.
+        # A signal while the loop is made, or between making the coroutine and handing it to
+        # a task, would leave either half made, to be complained of at exit. Once both are
+        # made, the runner closes the loop however the work ends, cancelling the task.
         with signals_held():
-            task = runner.get_loop().create_task(work)
+            task = runner.get_loop().create_task(work())
         with stop.cancelling(task):
             with suppress(asyncio.CancelledError):  # what a stop signal does, told below
                 runner.get_loop().run_until_complete(task)
             runner.close()  # cancels and awaits what is left: a stop signal only adds a note
     finally:
         runner.close()  # after a signal held above; closing twice does nothing
-        work.close()  # stopped before it started, work is not warned of as never awaited
     if stop.received is not None:
         raise KeyboardInterrupt
     return task.result()
@@ -3309,7 +3313,7 @@ def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None,
     """Run work(screen) in an event loop (see run_in_loop) and return what it returns; screen
     is the whole terminal with the dashboard, else None."""
     if not dashboard:
-        return run_in_loop(work(None), stop)
+        return run_in_loop(lambda: work(None), stop)
     import curses
     # What curses.wrapper does, with the signals held while the terminal is set up and while it
     # is given back: one in the midst of either would leave it half set (keys not echoed).
@@ -3320,7 +3324,7 @@ def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None,
             curses.noecho()
             curses.cbreak()
             screen.keypad(True)
-        return run_in_loop(work(screen), stop)
+        return run_in_loop(lambda: work(screen), stop)
     finally:
         if screen is not None:
             with signals_held():

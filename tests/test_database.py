@@ -334,11 +334,11 @@ def test_ctrl_c_while_the_writer_finishes_keeps_the_report_and_says_what_may_be_
     real_finish = DatabaseWriter.finish
 
     def interrupted_while_waiting(writer, **options):
-        def join_interrupted():
-            raise KeyboardInterrupt  # as a Ctrl-C does in the main thread while it waits
+        def wait_interrupted(timeout=None):
+            raise KeyboardInterrupt  # as each of two signals does in the main thread as it waits
 
         writers.append(writer)
-        monkeypatch.setattr(writer.thread, "join", join_interrupted)
+        monkeypatch.setattr(writer.finished, "wait", wait_interrupted)
         return real_finish(writer, **options)
 
     monkeypatch.setattr(DatabaseWriter, "finish", interrupted_while_waiting)
@@ -385,15 +385,15 @@ def test_a_stop_signal_while_the_last_results_are_written_ends_the_batch_interru
     for name in names:
         writer.save(processor.file_result(name, "completed"))
     writing.wait(5)  # the thread is writing the first result; four wait in the queue
-    real_join, signals = writer.thread.join, [KeyboardInterrupt]
+    real_wait, signals = writer.finished.wait, [KeyboardInterrupt]
 
-    def join():
+    def wait(timeout=None):
         if signals:
             raise signals.pop()  # as a stop signal does in the main thread while it waits
         go_on.set()
-        real_join()
+        return real_wait(timeout)
 
-    monkeypatch.setattr(writer.thread, "join", join)
+    monkeypatch.setattr(writer.finished, "wait", wait)
 
     assert writer.finish() is True
 
@@ -421,6 +421,29 @@ def test_a_stop_signal_just_before_the_batch_is_added_still_ends_it(tmp_path, mo
         DatabaseWriter(str(tmp_path / "r.db"), processor.Settings(), ["a.csv"])
 
     # Waited for a moment, the thread added the batch and ended it at once.
+    with sqlite3.connect(tmp_path / "r.db") as connection:
+        assert connection.execute("SELECT state FROM batches").fetchall() == [("interrupted",)]
+    connection.close()
+
+
+def test_a_real_signal_while_the_last_results_are_written_is_waited_out(tmp_path, monkeypatch):
+    go_on = threading.Event()
+    real_save = processor.save_result
+
+    def slow_save(*args):
+        go_on.wait(5)
+        real_save(*args)
+
+    monkeypatch.setattr(processor, "save_result", slow_save)
+    writer = DatabaseWriter(str(tmp_path / "r.db"), processor.Settings(), ["a.csv", "b.csv"])
+    writer.save(processor.file_result("a.csv", "completed"))
+    threading.Timer(0.1, signal.raise_signal, [signal.SIGINT]).start()  # a KeyboardInterrupt
+    threading.Timer(0.3, go_on.set).start()
+
+    assert writer.finish() is True
+
+    # finish waited for the thread to end the batch, however the signal broke into the wait.
+    assert not writer.thread.is_alive()
     with sqlite3.connect(tmp_path / "r.db") as connection:
         assert connection.execute("SELECT state FROM batches").fetchall() == [("interrupted",)]
     connection.close()
