@@ -286,4 +286,3 @@ def test_sigterm_stops_a_background_job_whose_sigint_is_ignored(busy_batch):
     assert child.returncode == 143
     assert_quiet(stdout, stderr)
     assert "Batch: 3 files" in stdout
-
