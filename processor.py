@@ -1847,14 +1847,14 @@ class DatabaseWriter:
             return (f"processor.py: stopped saving to {self.path} (batch {self.batch_id}) at a "
                     "stop signal: its last results may be missing, and the batch still reads "
                     "running")
+        if self.failures:
+            return (f"processor.py: could not save to {self.path} (batch {self.batch_id}): "
+                    f"{plural(len(self.failures), 'write')} failed, the first: {self.failures[0]}")
         if self.skipped:
             return (f"processor.py: saved to {self.path} as batch {self.batch_id} in part: a "
                     f"stop signal came before {plural(self.skipped, 'result')} could be written, "
                     "and the batch reads interrupted")
-        if not self.failures:
-            return f"Saved to {self.path} as batch {self.batch_id}"
-        return (f"processor.py: could not save to {self.path} (batch {self.batch_id}): "
-                f"{plural(len(self.failures), 'write')} failed, the first: {self.failures[0]}")
+        return f"Saved to {self.path} as batch {self.batch_id}"
 
 
 # --- Keeping rejects ---
@@ -3256,12 +3256,13 @@ class StopSignals:
         are only noted: the task is stopping already, and a second cancel would interrupt its
         cleanup."""
         def cancel(number: int, frame: "FrameType | None") -> None:
-            if self.received is None and not task.done():
+            first = self.received is None
+            self.received = self.received or number
+            if first and not task.done():
                 # Not task.cancel() here: the handler may run in the midst of the loop's own
                 # code, between two steps that must not have a cancel come between them. As a
                 # callback, the cancel comes at the loop's next turn, which this also wakes.
                 task.get_loop().call_soon_threadsafe(task.cancel)
-            self.received = self.received or number
 
         for number in self.previous:
             signal.signal(number, cancel)
@@ -3328,10 +3329,13 @@ def run_on_screen(work: Callable[["curses.window | None"], Coroutine[None, None,
     finally:
         if screen is not None:
             with signals_held():
-                screen.keypad(False)
-                curses.echo()
-                curses.nocbreak()
-                curses.endwin()
+                # Each step on its own: a terminal that has gone fails them, and the rest must
+                # still be tried.
+                undo: list[Callable[[], object]] = [functools.partial(screen.keypad, False),
+                                                    curses.echo, curses.nocbreak, curses.endwin]
+                for step in undo:
+                    with suppress(curses.error):
+                        step()
 
 
 def save_and_log(db: DatabaseWriter | None, events: EventLog) -> ResultHook:
@@ -3489,35 +3493,46 @@ def discard_output() -> None:
     os.close(devnull)
 
 
+def run_and_report(argv: list[str] | None, stop: StopSignals) -> int:
+    """Run the command line and return its exit status, whatever breaks its output: a stop
+    signal, a reader gone, a terminal gone."""
+    try:
+        code = run_command_line(argv, stop)
+        # Flushed here, not at exit: a reader slow to take the last of the report keeps
+        # this waiting, and a signal meanwhile is handled below.
+        sys.stdout.flush()
+        # A KeyboardInterrupt raised where Python cannot pass it on (a callback of the
+        # garbage collector) is only printed; the signal still gives the status.
+        return code if stop.received is None else EXIT_SIGNALLED + stop.received
+    except KeyboardInterrupt:
+        # Before the batch (nothing to report yet), or in the middle of the report.
+        return EXIT_SIGNALLED + (stop.received or signal.SIGINT)
+    except BrokenPipeError:
+        # The reader of the report has gone (`| head`): stop quietly, with the status of a
+        # program that SIGPIPE stopped.
+        discard_output()
+        return EXIT_SIGNALLED + signal.SIGPIPE
+    except OSError as error:
+        if error.errno != errno.EIO or stop.received is None:
+            raise
+        # The terminal has gone (which sent the SIGHUP): no one is left to read the report.
+        discard_output()
+        return EXIT_SIGNALLED + stop.received
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (see --help); usage errors exit 2 at once."""
     if isinstance(sys.stdout, io.TextIOWrapper):
         # A file name or a rejected value may hold what a terminal's encoding cannot show
         # (a euro sign in Latin-1): written as an escape like \u20ac, not as an exception.
         sys.stdout.reconfigure(errors="backslashreplace")
-    with StopSignals() as stop:
-        try:
-            code = run_command_line(argv, stop)
-            # Flushed here, not at exit: a reader slow to take the last of the report keeps
-            # this waiting, and a signal meanwhile is handled below.
-            sys.stdout.flush()
-            # A KeyboardInterrupt raised where Python cannot pass it on (a callback of the
-            # garbage collector) is only printed; the signal still gives the status.
-            return code if stop.received is None else EXIT_SIGNALLED + stop.received
-        except KeyboardInterrupt:
-            # Before the batch (nothing to report yet), or in the middle of the report.
-            return EXIT_SIGNALLED + (stop.received or signal.SIGINT)
-        except BrokenPipeError:
-            # The reader of the report has gone (`| head`): stop quietly, with the status of a
-            # program that SIGPIPE stopped.
-            discard_output()
-            return EXIT_SIGNALLED + signal.SIGPIPE
-        except OSError as error:
-            if error.errno != errno.EIO or stop.received is None:
-                raise
-            # The terminal has gone (which sent the SIGHUP): no one is left to read the report.
-            discard_output()
-            return EXIT_SIGNALLED + stop.received
+    stop = StopSignals()
+    try:
+        with stop:
+            return run_and_report(argv, stop)
+    except KeyboardInterrupt:
+        # A second signal as the handlers are put back, the first having been handled.
+        return EXIT_SIGNALLED + (stop.received or signal.SIGINT)
 
 
 if __name__ == "__main__":
