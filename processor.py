@@ -83,15 +83,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import (TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Collection, Coroutine,
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Collection, Coroutine,
                     Iterable, Iterator, Literal, NamedTuple, TextIO, TypedDict, TypeVar)
 
 if TYPE_CHECKING:
     # For the type hints of later sections: each is imported where an option or a kind of
     # file uses it, so that a run without it does not pay for it.
+    import ctypes
     import curses
     import gzip
     import sqlite3
+    from concurrent.futures import ProcessPoolExecutor
     from types import FrameType
 
     from _typeshed import WriteableBuffer
@@ -160,6 +162,8 @@ class FileResult(TypedDict):
     top_category: str | None
     date_range: DateRange
     processing_time: float
+    work_time: float  # of processing_time, the seconds its own code ran: reading and checking rows
+    pause_time: float  # the simulated I/O pauses it slept: delay x the pauses
     invalid_rows: int
     row_errors: list[RowError]
     error: str | None
@@ -168,6 +172,7 @@ class FileResult(TypedDict):
     attempts: int  # more than 1 when the coordinator tried the file again
     earlier_errors: list[str]  # the error of each attempt before the last, in order
     rejects_file: str | None  # the file that kept every rejected row, when one was asked for
+    worker_pid: int | None  # the worker process that read it; None for the event loop's thread
     slot: int | None  # under process_batch, the slot (1, 2, ...) its last attempt held
     start_offset: float | None  # and when it took and left that slot, in seconds from the
     end_offset: float | None  # batch's start; None for a file never processed in a batch
@@ -183,7 +188,9 @@ class BatchSummary(TypedDict):
     total_amount_exact: str
     invalid_rows: int
     elapsed: float
-    total_processing_time: float  # the files' times added up: the batch run one file after another
+    total_processing_time: float  # the files' wall times added up, waits for a turn included
+    work_time: float  # the files' work_time and pause_time added up: the batch one file after
+    pause_time: float  # another would take about their sum
 
 
 class BatchResult(TypedDict):
@@ -444,7 +451,8 @@ def to_float(value: Fraction) -> float:
 
 
 def file_result(filename: str, status: Status, tally: FileTally | None = None, *,
-                seconds: float = 0.0, error: str | None = None, delimiter: str | None = None,
+                seconds: float = 0.0, work_time: float = 0.0, pause_time: float = 0.0,
+                error: str | None = None, delimiter: str | None = None,
                 retryable: bool = False) -> FileResult:
     """Return a file's result, with every key: the tally's statistics, or none without a tally
     (a file that failed or never ran)."""
@@ -459,10 +467,11 @@ def file_result(filename: str, status: Status, tally: FileTally | None = None, *
         "average_transaction_exact": f"{average_exact:f}",
         "top_category": top_category(tally.categories),
         "date_range": {"earliest": tally.earliest, "latest": tally.latest},
-        "processing_time": seconds, "invalid_rows": tally.invalid_rows,
+        "processing_time": seconds, "work_time": work_time, "pause_time": pause_time,
+        "invalid_rows": tally.invalid_rows,
         "row_errors": tally.row_errors, "error": error, "delimiter": delimiter,
         "retryable": retryable,
-        "attempts": 1, "earlier_errors": [], "rejects_file": None,
+        "attempts": 1, "earlier_errors": [], "rejects_file": None, "worker_pid": None,
         "slot": None, "start_offset": None, "end_offset": None,
     }
 
@@ -540,6 +549,29 @@ async def open_csv(filename: str) -> AsyncIterator[CsvInput]:
         yield input_from_descriptor(file.fileno(), iter(file), CsvFormat())
 
 
+class WorkClock:
+    """Counts the CPU time a file's task spends working, as opposed to awaiting.
+
+    On the event loop's one thread, no other task runs between two awaits of a task: what the
+    thread does from one await to the next is this file's own work (here, reading and checking
+    rows), and only the time spent awaiting can overlap another file's. It is counted in the
+    thread's CPU time, which a core shared with other processes does not stretch."""
+
+    def __init__(self) -> None:
+        self.working = 0.0
+        self.since = time.thread_time()
+
+    async def wait(self, awaitable: Awaitable[None]) -> None:
+        """Await awaitable, counting the time since the last await as work."""
+        self.working += time.thread_time() - self.since
+        await awaitable
+        self.since = time.thread_time()
+
+    def stop(self) -> float:
+        """Return the seconds worked, counting those since the last await."""
+        return self.working + time.thread_time() - self.since
+
+
 class ChunkReader:
     """Reads a CSV file's header, then folds its records into a tally a chunk at a time."""
 
@@ -611,13 +643,20 @@ async def process_file(
     started = time.perf_counter()
     progress = FileProgress() if progress is None else progress
     tally = progress.tally
+    clock = WorkClock()
+    pauses = 0
+
+    def result(status: Status, **details: Any) -> FileResult:
+        return file_result(filename, status, seconds=time.perf_counter() - started,
+                           work_time=clock.stop(), pause_time=pauses * delay, **details)
+
     try:
         async with open_input(filename) as source:
             reader = ChunkReader(source.lines, source.format)
             while True:
                 # A pipe's next lines may still be on their way. Waited for here, at an await,
                 # they hold up only this file; a read that waited would freeze them all.
-                await source.lines_arrived()
+                await clock.wait(source.lines_arrived())
                 if reader.fold_chunk(tally) < ROWS_PER_CHUNK:
                     break
                 # Handed over chunk by chunk, rejected rows never fill the memory.
@@ -625,19 +664,17 @@ async def process_file(
                 progress.bytes_read = source.bytes_read()
                 # Tasks only take turns at an await. Without this one a long file would
                 # freeze the spinner, the monitor, the other files and Ctrl-C until its end.
-                await asyncio.sleep(delay)
+                await clock.wait(asyncio.sleep(delay))
+                pauses += 1
             on_rejected(reader.columns.names, tally.take_rejected())
             # A client may still be writing the file: if it changed, the rows read are a mix.
             source.check_unchanged()
     except OSError as error:
         # Missing or unreadable now need not be for good: an upload ends, a permission is fixed.
-        return file_result(filename, "error", error=error.strerror or str(error),
-                           seconds=time.perf_counter() - started, retryable=True)
+        return result("error", error=error.strerror or str(error), retryable=True)
     except FileProblem as problem:
-        return file_result(filename, "error", error=str(problem),
-                           seconds=time.perf_counter() - started, retryable=problem.may_pass)
-    return file_result(filename, "completed", tally, seconds=time.perf_counter() - started,
-                       delimiter=reader.columns.format.delimiter)
+        return result("error", error=str(problem), retryable=problem.may_pass)
+    return result("completed", tally=tally, delimiter=reader.columns.format.delimiter)
 
 
 # --- The spinner ---
@@ -803,13 +840,16 @@ def format_progress(done: int, total: int, newly_finished: list[str],
 
 async def monitor_progress(filenames: list[str], results: dict[str, FileResult], *,
                            retrying: Collection[str] = (),
-                           progress: dict[str, FileProgress] | None = None) -> None:
+                           progress: dict[str, FileProgress] | None = None,
+                           file_finished: asyncio.Event | None = None) -> None:
     """Print a progress line on stderr every 2 seconds, and a last one once every file has a result.
 
     Returns after that last line. The time left is estimated from the bytes read so far, which
     `progress` tells of the files being read. The files in `retrying`, looked at for each line,
-    are named as waiting to retry.
+    are named as waiting to retry. Set `file_finished` as each file gets its result, and the
+    last line comes at once; without it, within a tenth of a second.
     """
+    file_finished = asyncio.Event() if file_finished is None else file_finished
     names = list(dict.fromkeys(filenames))
     sizes = {name: file_size(name) for name in names}
     progress = {} if progress is None else progress
@@ -835,8 +875,11 @@ async def monitor_progress(filenames: list[str], results: dict[str, FileResult],
             next_line_at += MONITOR_INTERVAL_S
         if all_done:
             return
-        # Checking often (but printing every 2 s) lets the last line come as soon as the last file is done.
-        await asyncio.sleep(MONITOR_POLL_S)
+        # Woken by a file that finished (or, if no one tells, checking every tenth of a second),
+        # the monitor prints its last line as soon as the last file is done.
+        file_finished.clear()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(file_finished.wait(), MONITOR_POLL_S)
 
 
 # --- The coordinator ---
@@ -859,7 +902,7 @@ class Settings:
 
 
 # The ways in for an extra; each default leaves the lesson as it is.
-FileReader = Callable[..., Awaitable[FileResult]]  # called as process_file is, in its place
+FileReader = Callable[..., Coroutine[Any, Any, FileResult]]  # called as process_file is, in its place
 ResultHook = Callable[[FileResult], None]  # hears of each file's final result
 RetryHook = Callable[[str, float, str], None]  # hears of a retry: the file, the wait (s), the error
 View = Callable[["Batch"], Coroutine[None, None, None]]  # drawn instead of spinner and monitor
@@ -875,6 +918,7 @@ class Batch:
     results: dict[str, FileResult] = field(default_factory=dict)
     progress: dict[str, FileProgress] = field(default_factory=dict)  # of each file's last attempt
     retrying: set[str] = field(default_factory=set)  # the files waiting to be tried again
+    file_finished: asyncio.Event = field(default_factory=asyncio.Event)  # set at each result
     started: float = field(default_factory=time.perf_counter)
     read_file: FileReader | None = None  # None: the module's process_file, looked up each time
     on_result: ResultHook = ignore
@@ -966,6 +1010,7 @@ async def finish_file(filename: str, batch: Batch) -> None:
     """Process one file, with the retries it may need, and record its result."""
     result = await process_with_retries(filename, batch)
     batch.results[filename] = result
+    batch.file_finished.set()
     batch.on_result(result)
 
 
@@ -994,7 +1039,8 @@ async def process_batch(filenames: list[str], *, max_concurrent: int = 3, delay:
     if view is None:
         shows = [asyncio.create_task(show_spinner(f"Processing {plural(len(names), 'file')}")),
                  asyncio.create_task(monitor_progress(names, batch.results, retrying=batch.retrying,
-                                                      progress=batch.progress))]
+                                                      progress=batch.progress,
+                                                      file_finished=batch.file_finished))]
     else:
         shows = [asyncio.create_task(view(batch))]
     try:
@@ -1037,6 +1083,8 @@ def summarize_batch(filenames: list[str], results: dict[str, FileResult],
             "invalid_rows": sum(r["invalid_rows"] for r in ordered.values()),
             "elapsed": elapsed,
             "total_processing_time": sum(r["processing_time"] for r in ordered.values()),
+            "work_time": sum(r["work_time"] for r in ordered.values()),
+            "pause_time": sum(r["pause_time"] for r in ordered.values()),
         },
     }
 
@@ -1171,14 +1219,32 @@ def describe_delimiter(delimiter: str) -> str:
     return "tab" if delimiter == "\t" else repr(delimiter)
 
 
-def format_speedup(elapsed: float, total_processing_time: float) -> str:
-    """Return the elapsed time, and how much faster it was than the files one after another."""
-    text = f"Elapsed {elapsed:.2f} s; one after another the files took {total_processing_time:.2f} s"
-    # No speed-up to tell when nothing ran, or when the batch took longer than its files (a
-    # batch that waited to retry a file: the waits are not processing).
-    if 0 < elapsed <= total_processing_time:
-        text += f", so running them concurrently was {total_processing_time / elapsed:.1f}x faster"
-    return text + "."
+# Concurrency on one thread overlaps waiting, never work: while one file waits (here, in its
+# simulated I/O pause), another works. So what it saves is told from where the files' time
+# went, measured by each (work_time, pause_time), and not from their wall times, which include
+# waiting for a turn. Only processes (--workers) overlap work: each has a core of its own.
+SPEEDUP_SHOWN = 1.05  # a batch less than 5% faster than one file after another saved nothing
+
+
+def format_time_spent(summary: BatchSummary, most_at_once: int, processes: int) -> str:
+    """Return the elapsed time, where the files' time went, and what running them concurrently
+    saved: most_at_once files at a time, processes worker processes (0: all on this thread)."""
+    elapsed, work, pause = summary["elapsed"], summary["work_time"], summary["pause_time"]
+    speedup = (work + pause) / elapsed if elapsed > 0 else 0.0
+    if work + pause == 0:  # nothing was read: every file failed at once, or none had started
+        return f"Elapsed {elapsed:.2f} s."
+    if speedup < SPEEDUP_SHOWN and pause <= work and work >= elapsed / 2 and not processes:
+        return (f"Elapsed {elapsed:.2f} s, {work:.2f} s of it reading and checking rows: "
+                "CPU-bound work, which one thread does one file at a time, so running files "
+                "concurrently saved nothing (--workers N runs large files on more cores).")
+    parts = [f"{work:.2f} s of reading and checking rows (CPU work"
+             + (f", in {plural(processes, 'worker')})" if processes else ")")]
+    if pause:
+        parts.append(f"{pause:.2f} s of simulated I/O"
+                     + (f", overlapped {most_at_once} files at a time" if most_at_once > 1 else ""))
+    saved = (f"{speedup:.1f}x faster than one file after another" if speedup >= SPEEDUP_SHOWN
+             else "no faster than one file after another")
+    return f"Elapsed {elapsed:.2f} s for {' and '.join(parts)}: {saved}."
 
 
 def format_file_table(results: list[FileResult], width: int | None) -> list[str]:
@@ -1225,7 +1291,9 @@ def format_report(batch: BatchResult, width: int | None = None) -> str:
                          plural(summary["total_transactions"], "transaction"),
                          f"total {format_amount(summary['total_amount_exact'])}",
                          f"{plural(summary['invalid_rows'], 'row')} rejected"], width)
-    speedup = format_speedup(summary["elapsed"], summary["total_processing_time"])
+    speedup = format_time_spent(
+        summary, max((result["slot"] or 0 for result in results), default=0),
+        len({result["worker_pid"] for result in results} - {None}))
     lines += [speedup] if width is None else wrap(speedup, width)
     return "\n".join(format_file_table(results, width) + lines)
 
@@ -1634,6 +1702,181 @@ class ClientFiles:
             text.detach()
 
 
+# --- Using more cores ---
+
+# Reading and checking rows is CPU work, and the event loop's one thread does it for one file
+# at a time: asyncio overlaps waiting, never working (the report's last line says which the
+# batch did). More threads would not help: in CPython only one thread at a time runs Python
+# code (the GIL). A process has an interpreter, and so a core, of its own. With --workers, a
+# file of WORKER_MIN_BYTES or more is read in a worker process, and its reader, in the event
+# loop, awaits the worker's result as it would any other wait: the coordinator, the semaphore,
+# the spinner and monitor, retries and every extra work as they are, and the loop stays free
+# for them while the workers work. Smaller files stay on the loop's thread: sending one to a
+# process would cost more than reading it.
+#
+# A worker runs the same reader, the same process_file, in an event loop of its own, where the
+# simulated pause is a sleep that holds up nothing else. Twenty times a second it writes how
+# far it has got into its cell, a few numbers in memory shared with the parent, and looks
+# there for word to stop: the parent writes that when a file's task is cancelled (Ctrl-C,
+# SIGTERM), without waiting for the worker, which then ends the file at its next await and
+# removes what it wrote. The workers themselves ignore the stop signals, which a terminal
+# sends the whole process group: the parent decides, and tells them.
+
+WORKER_MIN_BYTES = 2 ** 20
+WORKER_REPORT_S = 0.05  # how often a worker tells its progress, and looks for word to stop
+PROGRESS, ROWS, REJECTED, STOP = range(4)  # the numbers in a job's cell, in this order
+CELL_SIZE = 4
+
+
+class WorkerJob(NamedTuple):
+    """A file to read in a worker process, sent there pickled: its reader must be a function
+    defined at the module's top level, or a functools.partial of one."""
+    read_file: FileReader
+    filename: str
+    delay: float
+    cell: int  # where in the shared cells the worker reports
+
+
+# In a worker process: the cells of every job, shared with the parent (see start_worker).
+worker_cells: "ctypes.Array[ctypes.c_int64] | None" = None
+
+
+def start_worker(cells: "ctypes.Array[ctypes.c_int64]") -> None:
+    """Run in each worker process as it starts: keep the shared cells."""
+    global worker_cells
+    worker_cells = cells
+
+
+def read_in_worker(job: WorkerJob) -> FileResult | None:
+    """In a worker process: return the file's result, or None if the parent said to stop."""
+    return asyncio.run(read_and_report(job))
+
+
+async def read_and_report(job: WorkerJob) -> FileResult | None:
+    assert worker_cells is not None
+    cell = job.cell * CELL_SIZE
+    progress = FileProgress()
+    reading: asyncio.Task[FileResult] = asyncio.create_task(
+        job.read_file(job.filename, delay=job.delay, progress=progress))
+    while not reading.done():
+        worker_cells[cell + PROGRESS] = progress.bytes_read
+        worker_cells[cell + ROWS] = progress.tally.count
+        worker_cells[cell + REJECTED] = progress.tally.invalid_rows
+        if worker_cells[cell + STOP]:
+            reading.cancel()  # the reader's finally blocks remove what it wrote
+        await asyncio.wait([reading], timeout=WORKER_REPORT_S)
+    if reading.cancelled():
+        return None
+    return reading.result() | {"worker_pid": os.getpid()}
+
+
+def ignoring_stop_signals(start: Callable[[], None]) -> None:
+    """Call start, which starts processes, so that they ignore the stop signals from birth."""
+    # An ignored signal stays ignored in a child, across exec too; so they are ignored as the
+    # children start, and blocked meanwhile, so that one meant for this process waits.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    handlers = {number: signal.signal(number, signal.SIG_IGN) for number in STOP_SIGNALS}
+    try:
+        start()
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+class Workers:
+    """The worker processes of a run, and the cells they report in. start() starts them all,
+    to be warm for the first file; stop() ends them once the run is over."""
+
+    def __init__(self, count: int, max_concurrent: int) -> None:
+        import multiprocessing
+        # forkserver, not fork: a forked worker would start as a copy of this process, its
+        # threads, event loop and open files included. forkserver starts each from a small,
+        # clean process that forked nothing of ours.
+        self.context = multiprocessing.get_context("forkserver")
+        # At least one worker a slot, or a file would wait for a worker that another file
+        # holds while it sleeps in its pause.
+        self.count = max(count, max_concurrent)
+        # A cell is free once its job is done: a job of each slot, and one of each worker
+        # that was told to stop and has yet to.
+        cells = max_concurrent + self.count
+        self.cells = self.context.RawArray("q", cells * CELL_SIZE)
+        self.free_cells = list(range(cells))
+        self.pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the worker processes, and wait until each has imported this module."""
+        from concurrent.futures import ProcessPoolExecutor, wait
+        from multiprocessing import forkserver
+        ignoring_stop_signals(forkserver.ensure_running)
+        self.pool = ProcessPoolExecutor(self.count, mp_context=self.context,
+                                        initializer=start_worker, initargs=(self.cells,))
+        # The pool starts a worker for each job submitted while none is idle.
+        wait([self.pool.submit(ignore) for _ in range(self.count)])
+
+    def submit(self, job: WorkerJob) -> "Future[FileResult | None]":
+        """Send the job to a worker; its cell is freed once the job is done."""
+        if self.pool is None:
+            self.start()
+        assert self.pool is not None
+        self.cells[job.cell * CELL_SIZE:(job.cell + 1) * CELL_SIZE] = [0] * CELL_SIZE
+        future = self.pool.submit(read_in_worker, job)
+        # Called in the pool's own thread: list.append is atomic, no lock needed.
+        future.add_done_callback(lambda _: self.free_cells.append(job.cell))
+        return future
+
+    def tell_progress(self, cell: int, progress: FileProgress) -> None:
+        """Copy a job's progress from its cell, for the monitor and the dashboard."""
+        start = cell * CELL_SIZE
+        progress.bytes_read = self.cells[start + PROGRESS]
+        progress.tally.count = self.cells[start + ROWS]
+        progress.tally.invalid_rows = self.cells[start + REJECTED]
+
+    def stop_job(self, cell: int) -> None:
+        self.cells[cell * CELL_SIZE + STOP] = 1
+
+    def lost(self) -> None:
+        """Forget a pool that a dead worker broke: the next job starts a new one."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+        self.pool = None
+
+    def stop(self) -> None:
+        """Tell every job to stop, and wait for the workers to end (a chunk's work at most)."""
+        for cell in range(len(self.cells) // CELL_SIZE):
+            self.stop_job(cell)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def read_using_workers(workers: Workers, read_file: FileReader, filename: str, *,
+                             delay: float, progress: FileProgress) -> FileResult:
+    """Read a file with read_file in a worker process if it is large, else right here."""
+    from concurrent.futures.process import BrokenProcessPool
+    if filename == STDIN or file_size(filename) < WORKER_MIN_BYTES:
+        return await read_file(filename, delay=delay, progress=progress)
+    started = time.perf_counter()
+    job = WorkerJob(read_file, filename, delay, workers.free_cells.pop())
+    done = workers.submit(job)
+    # What loop.run_in_executor does, but keeping the pool's future, whose callback frees
+    # the cell once the worker, not this task, is done with the file.
+    result = asyncio.wrap_future(done)
+    try:
+        while not result.done():
+            await asyncio.wait([result], timeout=WORKER_REPORT_S)
+            workers.tell_progress(job.cell, progress)
+        return result.result() or file_result(filename, "cancelled")
+    except BrokenProcessPool:
+        workers.lost()
+        return file_result(filename, "error", seconds=time.perf_counter() - started,
+                           retryable=True, error="its worker process died (killed by the "
+                           "system, out of memory?): the file was not read to its end")
+    finally:
+        if not done.done():  # the task was cancelled: the worker stops without it waiting
+            workers.stop_job(job.cell)
+            done.cancel()  # if a worker has yet to take it
+
+
 # --- Saving to SQLite ---
 
 # Every sqlite3 call waits for the disk, and a database another program has locked can make one
@@ -2015,19 +2258,22 @@ def keep_rejects(folder: str | os.PathLike[str], filenames: list[str],
     read_file (by default process_file, whose on_rejected it must take); raise RejectsUnusable,
     before any file is read, if the folder cannot be written."""
     paths = prepare_rejects(os.fspath(folder), filenames)
+    # A partial of a function, not a closure: with --workers it is sent to a worker process.
+    return functools.partial(read_keeping_rejects, paths, read_file)
 
-    async def read_keeping_rejects(filename: str, *, delay: float,
-                                   progress: FileProgress) -> FileResult:
-        rejects = RejectsFile(paths[filename])
-        try:
-            result = await (read_file or process_file)(filename, delay=delay, progress=progress,
-                                                       on_rejected=rejects.write)
-            return rejects.keep(result)
-        finally:
-            # Here also when the file failed, or a Ctrl-C cancelled it at its await.
-            rejects.discard()
 
-    return read_keeping_rejects
+async def read_keeping_rejects(paths: dict[str, str], read_file: FileReader | None,
+                               filename: str, *, delay: float,
+                               progress: FileProgress) -> FileResult:
+    """Read a file with read_file, keeping its rejected rows in paths[filename]."""
+    rejects = RejectsFile(paths[filename])
+    try:
+        result = await (read_file or process_file)(filename, delay=delay, progress=progress,
+                                                   on_rejected=rejects.write)
+        return rejects.keep(result)
+    finally:
+        # Here also when the file failed, or a Ctrl-C cancelled it at its await.
+        rejects.discard()
 
 
 # --- The dashboard ---
@@ -2901,6 +3147,13 @@ def text_encoding(text: str) -> str:
     return text
 
 
+def worker_count(text: str) -> int:
+    """Parse --workers: a whole number of 0 or more, or `auto` for one a core."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return non_negative_int(text)
+
+
 def delimiter_character(text: str) -> str:
     """Parse an option value that must be one character, neither a quote nor a line end;
     `tab` and `\\t` both mean a tab."""
@@ -2985,6 +3238,13 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--timeline", action="store_true",
                         help="after the report, draw which file held which of the "
                              "--max-concurrent slots, and when (default: off)")
+    parser.add_argument("--workers", type=worker_count, default=0, metavar="N",
+                        help="read each file of 1 MiB or more in a worker process, N of them "
+                             "(auto: one a core), but at least --max-concurrent: checking rows "
+                             "is CPU work, which the event loop's one thread does one file at "
+                             "a time; processes do it on as many cores. Smaller files and "
+                             "standard input are read by the main process "
+                             "(default: 0, every file in the main process)")
     parser.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
                         help="try again, up to N more times, a file that failed for a reason "
                              "that may pass: missing, unreadable, changed while being read "
@@ -3157,15 +3417,36 @@ def start_database(path: str | None, settings: Settings,
 def client_reader(args: argparse.Namespace) -> FileReader:
     """Return a reader that calls process_file, reading files as the options say (see
     ClientFiles)."""
-    client_files = ClientFiles(args.encoding, args.delimiter, args.decimal_comma)
+    # A partial of a function, not a closure: with --workers it is sent to a worker process.
+    return functools.partial(read_client_file,
+                             ClientFiles(args.encoding, args.delimiter, args.decimal_comma))
 
-    async def read_client_file(filename: str, *, delay: float, progress: FileProgress,
-                               on_rejected: RejectedHook = ignore) -> FileResult:
-        # process_file is looked up at each call, as the coordinator does: a test may wrap it.
-        return await process_file(filename, delay=delay, progress=progress,
-                                  on_rejected=on_rejected, open_input=client_files.open_input)
 
-    return read_client_file
+async def read_client_file(client_files: ClientFiles, filename: str, *, delay: float,
+                           progress: FileProgress,
+                           on_rejected: RejectedHook = ignore) -> FileResult:
+    """Read a file with process_file, opened by client_files."""
+    # process_file is looked up at each call, as the coordinator does: a test may wrap it.
+    return await process_file(filename, delay=delay, progress=progress,
+                              on_rejected=on_rejected, open_input=client_files.open_input)
+
+
+@contextmanager
+def using_workers(count: int, max_concurrent: int, needed: bool,
+                  read_file: FileReader) -> Iterator[FileReader]:
+    """Start the --workers processes, if asked for and needed, warm before the first file;
+    yield read_file, made to send large files to them; stop them as the block ends."""
+    if not (count and needed):
+        yield read_file
+        return
+    workers = Workers(count, max_concurrent)
+    try:
+        workers.start()
+        yield functools.partial(read_using_workers, workers, read_file)
+    finally:
+        # Held back, a stop signal cannot cut the workers' end short; it is handled after.
+        with signals_held():
+            workers.stop()
 
 
 def start_rejects(folder: str | None, filenames: list[str], read_file: FileReader) -> FileReader:
@@ -3399,14 +3680,16 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
         db = start_database(args.db, settings, [])
         status_line.print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up to "
                           f"{settings.max_concurrent} at a time (Ctrl-C to stop)")
-        run_on_screen(lambda screen: watch_folder(
-            session, settings, poll=args.poll or WATCH_POLL_S,
-            settle=WATCH_SETTLE_S if args.settle is None else args.settle,
-            read_file=client_reader(args),
-            on_result=save_and_log(db, events), on_retry=events.add_retry,
-            view=None if screen is None else functools.partial(show_watch_dashboard, screen,
-                                                               session, events)),
-            dashboard=dashboard, stop=stop)
+        with using_workers(args.workers, settings.max_concurrent, True,
+                           client_reader(args)) as read_file:
+            run_on_screen(lambda screen: watch_folder(
+                session, settings, poll=args.poll or WATCH_POLL_S,
+                settle=WATCH_SETTLE_S if args.settle is None else args.settle,
+                read_file=read_file,
+                on_result=save_and_log(db, events), on_retry=events.add_retry,
+                view=None if screen is None else functools.partial(show_watch_dashboard, screen,
+                                                                   session, events)),
+                dashboard=dashboard, stop=stop)
     except KeyboardInterrupt:
         code = EXIT_SIGNALLED + (stop.received or signal.SIGINT)
     except WatchFailed as error:
@@ -3444,6 +3727,15 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
     if args.watch is not None:
         return watch_command(args, settings, stop)
     read_file = start_rejects(args.rejects, filenames, client_reader(args))
+    large_files = any(file_size(name) >= WORKER_MIN_BYTES for name in filenames)
+    with using_workers(args.workers, settings.max_concurrent, large_files,
+                       read_file) as read_file:
+        return run_files(args, settings, filenames, read_file, stop)
+
+
+def run_files(args: argparse.Namespace, settings: Settings, filenames: list[str],
+              read_file: FileReader, stop: StopSignals) -> int:
+    """Run the batch of files and print its report; return the exit status."""
     dashboard = check_dashboard(args.dashboard)
     format_output = (format_json if args.json else
                      functools.partial(format_report, width=terminal_width(sys.stdout)))

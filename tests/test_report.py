@@ -6,7 +6,7 @@ import pytest
 
 import processor
 from processor import (file_result, exit_code, format_amount, format_json, format_report,
-                       format_speedup, plural)
+                       format_time_spent, plural)
 
 
 @pytest.mark.parametrize("exact, shown", [
@@ -27,12 +27,13 @@ def a_batch() -> dict:
         "row_errors": [{"line": n, "reason": "date is empty"} for n in range(10, 17)],
     })
     failed = file_result("west.csv", "error", error="No such file or directory", seconds=0.5)
+    completed["slot"], failed["slot"] = 1, 2
     return {
         "results": {"east.csv": completed, "west.csv": failed},
         "summary": {"total_files": 2, "completed_files": 1, "failed_files": 1, "cancelled_files": 0,
                     "total_transactions": 1200, "total_amount": 1234567.5,
                     "total_amount_exact": "1234567.50", "invalid_rows": 7, "elapsed": 1.0,
-                    "total_processing_time": 2.0},
+                    "total_processing_time": 2.0, "work_time": 0.3, "pause_time": 1.7},
     }
 
 
@@ -60,17 +61,51 @@ def test_report_gives_each_error_with_its_reason_and_the_batch_totals():
     assert "Errors:\n  west.csv: No such file or directory\n" in report
     assert ("Batch: 2 files (1 completed, 1 failed) | 1,200 transactions | total 1,234,567.50 | "
             "7 rows rejected") in report
-    assert report.endswith("Elapsed 1.00 s; one after another the files took 2.00 s, "
-                           "so running them concurrently was 2.0x faster.")
+    assert report.endswith(
+        "Elapsed 1.00 s for 0.30 s of reading and checking rows (CPU work) and 1.70 s of "
+        "simulated I/O, overlapped 2 files at a time: 2.0x faster than one file after another.")
 
 
-def test_a_batch_interrupted_before_any_file_finished_claims_no_speed_up():
-    assert format_speedup(2.5, 0.0) == "Elapsed 2.50 s; one after another the files took 0.00 s."
+def spent(elapsed: float, work: float, pause: float) -> dict:
+    return {"elapsed": elapsed, "work_time": work, "pause_time": pause}
 
 
-def test_a_batch_slower_than_its_files_claims_no_speed_up():
-    # Waiting to retry a file takes time that is not processing: 0.4x "faster" would be nonsense.
-    assert format_speedup(2.19, 0.92) == "Elapsed 2.19 s; one after another the files took 0.92 s."
+def test_simulated_io_overlapped_is_what_concurrency_saved():
+    # 3 files x 42 pauses of 0.1 s = 12.6 s of waiting, overlapped three at a time.
+    assert format_time_spent(spent(4.25, 0.03, 12.6), 3, 0) == (
+        "Elapsed 4.25 s for 0.03 s of reading and checking rows (CPU work) and 12.60 s of "
+        "simulated I/O, overlapped 3 files at a time: 3.0x faster than one file after another.")
+
+
+def test_work_on_one_thread_with_no_pause_is_called_cpu_bound_and_workers_named():
+    assert format_time_spent(spent(2.85, 2.71, 0.0), 3, 0) == (
+        "Elapsed 2.85 s, 2.71 s of it reading and checking rows: CPU-bound work, which one "
+        "thread does one file at a time, so running files concurrently saved nothing "
+        "(--workers N runs large files on more cores).")
+
+
+def test_work_spread_over_worker_processes_is_what_they_saved():
+    assert format_time_spent(spent(1.5, 2.7, 0.0), 3, 2) == (
+        "Elapsed 1.50 s for 2.70 s of reading and checking rows (CPU work, in 2 workers): "
+        "1.8x faster than one file after another.")
+
+
+def test_workers_that_saved_nothing_are_not_sent_for_again():
+    assert format_time_spent(spent(1.0, 0.99, 0.0), 1, 1) == (
+        "Elapsed 1.00 s for 0.99 s of reading and checking rows (CPU work, in 1 worker): "
+        "no faster than one file after another.")
+
+
+def test_a_batch_interrupted_before_any_file_read_a_row_claims_nothing():
+    assert format_time_spent(spent(2.5, 0.0, 0.0), 3, 0) == "Elapsed 2.50 s."
+
+
+def test_a_batch_slower_than_its_files_claims_no_speed_up_and_no_cpu_bound():
+    # Waiting to retry a file is neither work nor I/O: 0.4x "faster" would be nonsense, and
+    # so would calling 2.19 s of mostly waiting CPU-bound.
+    assert format_time_spent(spent(2.19, 0.92, 0.0), 2, 0) == (
+        "Elapsed 2.19 s for 0.92 s of reading and checking rows (CPU work): no faster than one "
+        "file after another.")
 
 
 def test_report_lists_each_retried_file_with_the_error_of_each_failed_attempt():
@@ -189,11 +224,12 @@ def test_at_80_columns_no_line_is_wider_and_the_table_says_what_it_left_out():
     assert lines[3].split() == ["clients/2024...nsactions.csv", "completed", "1,200", "7",
                                 "1,234,567.50", "1,028.81"]
     assert lines[4] == "(left out to fit 80 columns: Dates, Seconds, Top category)"
-    assert lines[-4:] == [
+    assert lines[-5:] == [
         "Batch: 2 files (1 completed, 1 failed) | 1,200 transactions | total 1,234,567.50",
         "    7 rows rejected",
-        "Elapsed 1.00 s; one after another the files took 2.00 s, so running them",
-        "    concurrently was 2.0x faster."]
+        "Elapsed 1.00 s for 0.30 s of reading and checking rows (CPU work) and 1.70 s of",
+        "    simulated I/O, overlapped 2 files at a time: 2.0x faster than one file after",
+        "    another."]
 
 
 def test_a_short_name_keeps_more_columns_and_dates_go_first():
