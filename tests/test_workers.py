@@ -1,0 +1,315 @@
+"""--workers: large files read in worker processes, with the same results, progress on the way,
+and a stop that reaches them. Every expected figure is worked out by hand or read without
+workers, never by the code under test in the same way."""
+import asyncio
+import codecs
+import functools
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import processor
+from processor import ClientFiles, Workers, process_batch, read_client_file, read_using_workers
+
+PROCESSOR = str(Path(__file__).resolve().parent.parent / "processor.py")
+HEADER = "transaction_id,customer_id,amount,date,category\n"
+TIMING_KEYS = ("processing_time", "work_time", "worker_pid", "start_offset", "end_offset", "slot")
+
+
+def rows(count: int, amount: str = "1.25") -> str:
+    return "".join(f"T{n},C{n},{amount},2024-03-{1 + n % 28:02d},dining\n" for n in range(count))
+
+
+def without_timing(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key not in TIMING_KEYS}
+
+
+@pytest.fixture(scope="module")
+def workers():
+    """Two worker processes (three, as max_concurrent is 3), started once for these tests."""
+    started = Workers(2, 3)
+    started.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def every_file_to_a_worker(monkeypatch):
+    monkeypatch.setattr(processor, "WORKER_MIN_BYTES", 0)
+
+
+def odd_files(folder: Path) -> list[str]:
+    """Files with something odd in each, as clients send them."""
+    files = {
+        "plain.csv": HEADER + rows(450),
+        "quoted.csv": HEADER + rows(150) + 'Q1,C1,2.00,2024-01-01,"two\nlines"\n' + rows(120),
+        "crlf.csv": (HEADER + rows(230)).replace("\n", "\r\n"),
+        "rejected.csv": HEADER + rows(99) + "X1,C1,1e3,2024-01-01,dining\n" + rows(101)
+        + "X2,C2,5.00,2024-02-30,fuel\n,,,,\n\nX3,C3,7.00,2024-01-01\n",
+        "bad-bytes.csv": (HEADER + rows(120)).encode() + b"B1,C1,3.00,2024-01-01,caf\xe9\n",
+        "semicolons.csv": (HEADER + rows(130)).replace(",", ";"),
+        "utf16.csv": codecs.BOM_UTF16_LE + (HEADER + rows(140)).encode("utf-16-le"),
+        "lacking.csv": "transaction_id,amount\nT1,2.00\n",
+        "empty.csv": "",
+        "unended.csv": HEADER + rows(100) + "U1,C1,9.99,2024-05-05,travel",
+    }
+    paths = []
+    for name, content in files.items():
+        path = folder / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        paths.append(str(path))
+    gzipped = folder / "gzipped.csv.gz"
+    gzipped.write_bytes(gzip.compress((HEADER + rows(310)).encode()))
+    return paths + [str(gzipped)]
+
+
+@pytest.mark.asyncio
+async def test_a_corpus_of_odd_files_gives_the_same_results_key_for_key_with_workers(
+        tmp_path, workers, every_file_to_a_worker, capsys):
+    paths = odd_files(tmp_path)
+    reader = functools.partial(read_client_file, ClientFiles(decimal_comma=False))
+    rejects_here = processor.keep_rejects(tmp_path / "here", paths, reader)
+    rejects_there = processor.keep_rejects(tmp_path / "there", paths, reader)
+
+    here = await process_batch(paths, delay=0, read_file=rejects_here)
+    there = await process_batch(paths, delay=0, read_file=functools.partial(
+        read_using_workers, workers, rejects_there))
+
+    for path in paths:
+        assert here["results"][path]["worker_pid"] is None
+        assert there["results"][path]["worker_pid"] not in (None, os.getpid())
+        expected = without_timing(here["results"][path])
+        if expected["rejects_file"]:
+            expected["rejects_file"] = expected["rejects_file"].replace("/here/", "/there/")
+        assert without_timing(there["results"][path]) == expected
+    # The figures themselves, by hand, for two of them.
+    plain = there["results"][paths[0]]
+    assert (plain["total_transactions"], plain["total_amount_exact"]) == (450, "562.50")
+    rejected = there["results"][paths[3]]
+    assert [error["line"] for error in rejected["row_errors"]] == [101, 203, 206]
+    # The worker wrote each file's rejected rows, as the main process did.
+    for name in os.listdir(tmp_path / "here"):
+        assert (tmp_path / "there" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+    assert sorted(os.listdir(tmp_path / "here")) == ["bad-bytes.rejects.csv",
+                                                      "rejected.rejects.csv"]
+
+
+@pytest.mark.asyncio
+async def test_a_small_file_and_standard_input_stay_in_the_main_process(tmp_path, workers,
+                                                                        monkeypatch):
+    small = tmp_path / "small.csv"
+    small.write_text(HEADER + rows(10))
+    monkeypatch.setattr(processor, "WORKER_MIN_BYTES", small.stat().st_size + 1)
+    reader = functools.partial(read_client_file, ClientFiles())
+
+    batch = await process_batch([str(small)], delay=0,
+                                read_file=functools.partial(read_using_workers, workers, reader))
+
+    assert batch["results"][str(small)]["worker_pid"] is None
+    assert batch["results"][str(small)]["total_transactions"] == 10
+
+
+@pytest.mark.asyncio
+async def test_progress_of_a_file_in_a_worker_reaches_the_main_process(
+        tmp_path, workers, every_file_to_a_worker):
+    path = tmp_path / "slow.csv"
+    path.write_text(HEADER + rows(1000))  # 10 chunks of 100 rows
+    progress = processor.FileProgress()
+    reader = functools.partial(read_client_file, ClientFiles())
+    reading = asyncio.create_task(read_using_workers(workers, reader, str(path), delay=0.05,
+                                                     progress=progress))
+    seen = []
+    while not reading.done():
+        seen.append((progress.bytes_read, progress.tally.count))
+        await asyncio.sleep(0.02)
+    result = reading.result()
+
+    assert result["total_transactions"] == 1000 and result["worker_pid"] is not None
+    midway = [(read, counted) for read, counted in seen if 0 < counted < 1000]
+    assert midway, "no progress was seen while the worker read the file"
+    assert all(0 < read <= path.stat().st_size for read, _ in midway)
+    # The pauses were the worker's: 0.05 s after each of the 10 full chunks.
+    assert result["pause_time"] == pytest.approx(0.5)
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_file_stops_its_worker_at_once_and_leaves_no_rejects_file(
+        tmp_path, workers, every_file_to_a_worker):
+    path = tmp_path / "long.csv"
+    path.write_text(HEADER + rows(150) + "X,C,bad,2024-01-01,x\n" + rows(5000))
+    reader = processor.keep_rejects(tmp_path / "rejects", [str(path)],
+                                    functools.partial(read_client_file, ClientFiles()))
+    progress = processor.FileProgress()
+    # 50 chunks with a pause of 0.5 s after each: 25 s unless it is stopped.
+    reading = asyncio.create_task(read_using_workers(workers, reader, str(path), delay=0.5,
+                                                     progress=progress))
+    while progress.tally.count < 100:
+        await asyncio.sleep(0.01)
+    # The worker has written the rejected row to its temporary file by now, or is about to.
+    reading.cancel()
+    stopped = time.perf_counter()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert time.perf_counter() - stopped < 0.1  # the task does not wait for the worker
+
+    # The worker is told, and is free for the next file well within half a second.
+    again = tmp_path / "again.csv"
+    again.write_text(HEADER + rows(3))
+    quick = asyncio.create_task(read_using_workers(
+        workers, functools.partial(read_client_file, ClientFiles()), str(again), delay=0,
+        progress=processor.FileProgress()))
+    done, _ = await asyncio.wait([quick], timeout=0.5)
+    assert done and quick.result()["total_transactions"] == 3
+    await asyncio.sleep(0.2)  # the stopped worker removes its temporary file as it stops
+    assert os.listdir(tmp_path / "rejects") == []
+
+
+@pytest.mark.asyncio
+async def test_a_worker_that_dies_makes_its_file_an_error_and_the_next_file_gets_a_new_one(
+        tmp_path, every_file_to_a_worker):
+    workers = Workers(1, 1)
+    workers.start()
+    try:
+        path = tmp_path / "doomed.csv"
+        path.write_text(HEADER + rows(2000))
+        reader = functools.partial(read_client_file, ClientFiles())
+        progress = processor.FileProgress()
+        reading = asyncio.create_task(read_using_workers(workers, reader, str(path), delay=0.5,
+                                                         progress=progress))
+        while progress.tally.count == 0:
+            await asyncio.sleep(0.01)
+        for pid in list(workers.pool._processes):  # the one worker
+            os.kill(pid, signal.SIGKILL)
+        result = await reading
+
+        assert result["status"] == "error" and result["retryable"]
+        assert "worker process died" in result["error"]
+        after = await read_using_workers(workers, reader, str(path), delay=0,
+                                         progress=processor.FileProgress())
+        assert (after["status"], after["total_transactions"]) == ("completed", 2000)
+    finally:
+        workers.stop()
+
+
+# --- The command line ---
+
+def big_file(folder: Path, name: str) -> str:
+    """A file just over the size that goes to a worker: 30,000 rows of 1.25."""
+    path = folder / name
+    path.write_text(HEADER + rows(30_000))
+    assert path.stat().st_size >= processor.WORKER_MIN_BYTES
+    return str(path)
+
+
+def test_the_command_line_gives_the_same_json_with_and_without_workers(tmp_path):
+    big = big_file(tmp_path, "big.csv")
+    small = tmp_path / "small.csv"
+    small.write_text(HEADER + rows(7))
+    command = [sys.executable, PROCESSOR, "--delay", "0", "--json", big, str(small)]
+
+    alone = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    shared = subprocess.run(command + ["--workers", "2"], capture_output=True, text=True,
+                            timeout=60)
+
+    assert alone.returncode == shared.returncode == 0, shared.stderr
+    here, there = json.loads(alone.stdout)["results"], json.loads(shared.stdout)["results"]
+    assert there[big]["worker_pid"] is not None and there[str(small)]["worker_pid"] is None
+    assert {name: without_timing(result) for name, result in here.items()} == {
+        name: without_timing(result) for name, result in there.items()}
+    assert there[big]["total_amount_exact"] == "37500.00"  # 30,000 x 1.25
+
+
+def test_the_report_says_where_the_work_was_done(tmp_path):
+    big = big_file(tmp_path, "big.csv")
+
+    done = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", "--workers", "1",
+                           "--max-concurrent", "1", big], capture_output=True, text=True,
+                          timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert "of reading and checking rows (CPU work, in 1 worker)" in done.stdout
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_stops_the_workers_promptly_and_leaves_nothing_behind(tmp_path,
+                                                                          signal_number):
+    paths = [big_file(tmp_path, f"big{n}.csv") for n in range(2)]
+    child = subprocess.Popen(
+        [sys.executable, PROCESSOR, "--delay", "0.2", "--workers", "2", "--rejects",
+         str(tmp_path / "rejects"), "--json", *paths],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    workers = worker_pids(child.pid)
+    time.sleep(0.5)  # the workers are reading, each in a pause of 0.2 s or the rows after it
+    # As a terminal sends Ctrl-C: to the whole group, workers too (they ignore it).
+    sent = time.perf_counter()
+    os.killpg(child.pid, signal_number)
+    stdout, stderr = child.communicate(timeout=10)
+    took = time.perf_counter() - sent
+
+    assert child.returncode == 128 + signal_number, stderr
+    assert "Traceback" not in stderr
+    assert took < 1.0  # the exit itself; the workers' end is the part that must be under 0.5 s
+    results = json.loads(stdout)["results"]
+    assert [result["status"] for result in results.values()] == ["cancelled", "cancelled"]
+    # The workers have ended before the parent; the forkserver and resource tracker end as they
+    # see it gone.
+    deadline = time.monotonic() + 2
+    while any(map(is_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [command_line(pid) for pid in workers if is_alive(pid)] == []
+    assert os.listdir(tmp_path / "rejects") == []
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Wait for the parent's worker processes (children of its forkserver) and return them."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [pid for pid in descendants(parent) if pid != parent]
+        if len(found) >= 4:  # the forkserver, the resource tracker and at least two workers
+            return found
+        time.sleep(0.05)
+    raise AssertionError("the workers did not start")
+
+
+def command_line(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as file:
+        return file.read().replace(b"\0", b" ").decode()
+
+
+def is_alive(pid: int) -> bool:
+    """Whether the process exists and has not ended (a zombie waits only to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as file:
+            children += [int(child) for child in file.read().split()]
+    return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_workers_must_be_a_whole_number_or_auto(value):
+    done = subprocess.run([sys.executable, PROCESSOR, "--workers", value, "x.csv"],
+                          capture_output=True, text=True, timeout=30)
+
+    assert done.returncode == 2
+    assert "--workers" in done.stderr
+
+
+def test_auto_is_one_worker_a_core():
+    assert processor.worker_count("auto") == len(os.sched_getaffinity(0))
+    assert processor.worker_count("3") == 3
