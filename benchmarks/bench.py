@@ -13,12 +13,14 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -26,7 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
@@ -50,10 +52,14 @@ class Sizes(NamedTuple):
     small_files: int
     scheduled_rows: int  # over six files, like the sample data: 1/6 of them in the first, ...
     runs: int  # of each throughput reader; the best counts
+    batch_runs: int  # of each batch with and without workers; the best counts
 
 
-FULL = Sizes(rows=1_000_000, big_rows=5_000_000, small_files=1_000, scheduled_rows=3600, runs=8)
-QUICK = Sizes(rows=20_000, big_rows=100_000, small_files=100, scheduled_rows=1200, runs=2)
+FULL = Sizes(rows=1_000_000, big_rows=5_000_000, small_files=1_000, scheduled_rows=3600, runs=8,
+             batch_runs=3)
+QUICK = Sizes(rows=20_000, big_rows=100_000, small_files=100, scheduled_rows=1200, runs=2,
+              batch_runs=1)
+WORKERS = 2  # as many as this machine has cores; the pool has max_concurrent (3) of them
 
 
 # --- Data ---
@@ -155,7 +161,7 @@ def measure_throughput(path: Path, sizes: Sizes) -> list[Figure]:
                ">= 2.00x", over_typical >= 2.0),
         Figure("throughput vs floor (csv.reader, nothing else)",
                f"{over_floor:.2f}x ({ours / 1e6:.2f} vs {speeds['floor_baseline'] / 1e6:.2f} M rows/s)",
-               ">= 0.60x", over_floor >= 0.6),
+               ">= 0.75x", over_floor >= 0.75),
         Figure("throughput vs no fast path (csv + check_row)",
                f"{over_slow_path:.2f}x ({speeds['without_fast_path'] / 1e6:.2f} M rows/s without)",
                "(reported)", True),
@@ -215,7 +221,7 @@ def measure_memory(small: Path, big: Path, small_rows: int, big_rows: int) -> li
     ]
 
 
-# --- 3 and 5. Probes: event-loop stalls, files open ---
+# --- 3. Probes: event-loop stalls, files open ---
 
 def open_files_under(folder: Path) -> int:
     """Count this process's open file descriptors on files inside folder."""
@@ -231,7 +237,9 @@ class Probe(NamedTuple):
     most_files_open: int
 
 
-async def run_with_probe(filenames: list[str], folder: Path) -> tuple[processor.BatchResult, Probe]:
+async def run_with_probe(filenames: list[str], folder: Path,
+                         read_file: processor.FileReader | None = None,
+                         ) -> tuple[processor.BatchResult, Probe]:
     """Run process_batch at full speed while a task wakes every 5 ms to see how late it is."""
     worst, most_open = 0.0, 0
 
@@ -248,7 +256,7 @@ async def run_with_probe(filenames: list[str], folder: Path) -> tuple[processor.
     try:
         # The monitor's progress lines are not this script's output.
         with contextlib.redirect_stderr(io.StringIO()):
-            batch = await processor.process_batch(filenames, delay=0)
+            batch = await processor.process_batch(filenames, delay=0, read_file=read_file)
     finally:
         prober.cancel()
         await asyncio.gather(prober, return_exceptions=True)
@@ -284,7 +292,137 @@ def measure_small_files(folder: Path, files: int) -> list[Figure]:
     ]
 
 
-# --- 4. Scheduling ---
+# --- 4. More cores: --workers ---
+
+def client_reader() -> processor.FileReader:
+    """The reader the command line uses, without --workers."""
+    return functools.partial(processor.read_client_file, processor.ClientFiles())
+
+
+@contextlib.contextmanager
+def started_workers() -> Iterator[processor.FileReader]:
+    """Yield the reader the command line uses with --workers 2, its workers started and warm."""
+    workers = processor.Workers(WORKERS, 3)
+    workers.start()
+    try:
+        yield functools.partial(processor.read_using_workers, workers, client_reader())
+    finally:
+        workers.stop()
+
+
+def best_batch_seconds(paths: list[Path], read_file: processor.FileReader, runs: int) -> float:
+    """Return the shortest wall time of process_batch at delay 0 over several runs."""
+    best = float("inf")
+    for _ in range(runs):
+        with contextlib.redirect_stderr(io.StringIO()):
+            batch = asyncio.run(processor.process_batch([str(path) for path in paths], delay=0,
+                                                        read_file=read_file))
+        assert batch["summary"]["completed_files"] == len(paths)
+        best = min(best, batch["summary"]["elapsed"])
+    return best
+
+
+def measure_workers(folder: Path, one: Path, sizes: Sizes) -> list[Figure]:
+    """Batches at delay 0 with --workers 2 against the same batches without, in this run."""
+    six = [one] + [folder / f"six_{number}.csv" for number in range(5)]
+    for copy in six[1:]:
+        shutil.copyfile(one, copy)
+    small = sorted((folder / "small").glob("*.csv"))
+    floor = best_rows_per_second([floor_baseline], one, sizes.runs)["floor_baseline"]
+    figures = []
+    with started_workers() as with_workers:
+        for paths, target in [(six, 1.8), (six[:3], 1.6), (small, 0.95)]:
+            alone = best_batch_seconds(paths, client_reader(), sizes.batch_runs)
+            shared = best_batch_seconds(paths, with_workers, sizes.batch_runs)
+            label = (f"{len(paths)} x {sizes.rows:,} rows" if paths is not small
+                     else f"{len(paths):,} files of 10 rows")
+            figures.append(Figure(f"--workers {WORKERS} vs none, {label}",
+                                  f"{alone / shared:.2f}x ({shared:.2f} vs {alone:.2f} s)",
+                                  f">= {target:.2f}x", alone / shared >= target))
+            if paths is six:
+                rows_per_second = len(six) * sizes.rows / shared
+                figures.append(Figure(
+                    f"--workers {WORKERS}, {len(six)} files, vs csv.reader on one core",
+                    f"{rows_per_second / floor:.2f}x ({rows_per_second / 1e6:.2f} vs "
+                    f"{floor / 1e6:.2f} M rows/s)", ">= 1.40x", rows_per_second / floor >= 1.4))
+        _, probe = asyncio.run(run_with_probe([str(path) for path in six[:3]], folder,
+                                              with_workers))
+    stall_ms = probe.worst_stall_s * 1000
+    figures.append(Figure("worst event-loop stall, workers busy", f"{stall_ms:.1f} ms",
+                          "<= 20 ms", stall_ms <= 20))
+    return figures
+
+
+WORKERS_CHILD = """
+import asyncio, contextlib, functools, io, sys
+sys.path.insert(0, sys.argv[1])
+import processor
+
+def peak(pid):
+    status = open(f"/proc/{pid}/status").read()
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+
+workers = processor.Workers(%d, 3)
+workers.start()
+reader = functools.partial(processor.read_using_workers, workers,
+                           functools.partial(processor.read_client_file, processor.ClientFiles()))
+with contextlib.redirect_stderr(io.StringIO()):
+    batch = asyncio.run(processor.process_batch(sys.argv[2:], delay=0, read_file=reader))
+pids = {result["worker_pid"] for result in batch["results"].values()} - {None}
+print(peak("self"), *[peak(pid) for pid in pids])
+workers.stop()
+""" % WORKERS
+
+
+def peak_memory_with_workers(paths: list[Path]) -> tuple[float, float]:
+    """Return the peak memory of the main process and of the largest worker, in MiB, of a
+    fresh run of process_batch with workers over paths."""
+    child = subprocess.run([sys.executable, "-c", WORKERS_CHILD, str(REPOSITORY),
+                            *map(str, paths)], capture_output=True, text=True, check=True)
+    main_peak, *worker_peaks = (int(kib) * 1024 / MIB for kib in child.stdout.split())
+    return main_peak, max(worker_peaks, default=0.0)  # none: the files were too small to send
+
+
+def measure_memory_with_workers(small: Path, big: Path, small_rows: int,
+                                big_rows: int) -> list[Figure]:
+    small_main, small_worker = peak_memory_with_workers([small, small.with_name("copy_0.csv")])
+    big_main, big_worker = peak_memory_with_workers([big, small])
+    growth = max(big_main - small_main, big_worker - small_worker)
+    largest = max(big_main, big_worker)
+    return [
+        Figure(f"peak memory with workers, {big_rows:,} rows vs {small_rows:,}",
+               f"+{growth:.1f} MiB (main {big_main:.1f}, worker {big_worker:.1f} MiB)",
+               "<= +3 MiB", growth <= 3),
+        Figure("peak memory with workers, each process", f"{largest:.1f} MiB", "<= 35 MiB",
+               largest <= 35),
+    ]
+
+
+def stop_latency_seconds(paths: list[Path], delay: str) -> float:
+    """Return how long processor.py --workers 2 takes to exit after a Ctrl-C sent to its
+    process group, as a terminal sends it, while its workers read."""
+    child = subprocess.Popen([sys.executable, str(REPOSITORY / "processor.py"), "--delay", delay,
+                              "--workers", str(WORKERS), *map(str, paths)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    time.sleep(1.0)  # started, and reading
+    sent = time.perf_counter()
+    os.killpg(child.pid, signal.SIGINT)
+    child.wait()
+    assert child.returncode == 128 + signal.SIGINT
+    return time.perf_counter() - sent
+
+
+def measure_stop_latency(paths: list[Path], sizes: Sizes, runs: int) -> list[Figure]:
+    # At delay 0 the workers are busy checking rows, the slowest moment to stop them. Small
+    # files need a pause to be still running after a second.
+    delay = "0" if sizes is FULL else "0.01"
+    worst = max(stop_latency_seconds(paths, delay) for _ in range(runs))
+    return [Figure("Ctrl-C to exit, workers reading", f"{worst * 1000:.0f} ms (worst of {runs})",
+                   "<= 500 ms", worst <= 0.5)]
+
+
+# --- 5. Scheduling ---
 
 def measure_scheduling(folder: Path, rows: int) -> list[Figure]:
     """Time a batch like the sample data, its largest file last, against the best possible."""
@@ -356,6 +494,9 @@ def run_all(folder: Path, sizes: Sizes) -> list[Figure]:
             + measure_responsiveness([one, *copies], folder)
             + measure_scheduling(folder / "scheduling", sizes.scheduled_rows)
             + measure_small_files(folder / "small", sizes.small_files)
+            + measure_workers(folder, one, sizes)
+            + measure_memory_with_workers(one, big, sizes.rows, sizes.big_rows)
+            + measure_stop_latency([one, *copies], sizes, runs=3)
             + measure_startup(runs=9 if sizes is FULL else 3))
 
 
