@@ -1239,12 +1239,14 @@ def format_time_spent(summary: BatchSummary, most_at_once: int, processes: int) 
                 "concurrently saved nothing (--workers N runs large files on more cores).")
     parts = [f"{work:.2f} s of reading and checking rows (CPU work"
              + (f", in {plural(processes, 'worker')})" if processes else ")")]
-    if pause:
-        parts.append(f"{pause:.2f} s of simulated I/O"
-                     + (f", overlapped {most_at_once} files at a time" if most_at_once > 1 else ""))
-    saved = (f"{speedup:.1f}x faster than one file after another" if speedup >= SPEEDUP_SHOWN
-             else "no faster than one file after another")
-    return f"Elapsed {elapsed:.2f} s for {' and '.join(parts)}: {saved}."
+    if speedup < SPEEDUP_SHOWN:  # one file alone, say, or a batch that waited to retry a file
+        parts += [f"{pause:.2f} s of simulated I/O"] if pause else []
+        return (f"Elapsed {elapsed:.2f} s for {' and '.join(parts)}: no faster than one file "
+                "after another.")
+    parts += [f"{pause:.2f} s of simulated I/O, overlapped {most_at_once} files at a time"
+              ] if pause else []
+    return (f"Elapsed {elapsed:.2f} s for {' and '.join(parts)}: {speedup:.1f}x faster than one "
+            "file after another.")
 
 
 def format_file_table(results: list[FileResult], width: int | None) -> list[str]:

@@ -266,3 +266,10 @@ def test_the_files_a_signal_stopped_are_listed_to_the_width():
 
     assert line == ("Interrupted: not finished: data/file_0000.csv, data/file_0001.csv "
                     "and 1,498 more")
+
+
+def test_pauses_of_a_batch_no_faster_than_its_files_are_not_said_to_overlap():
+    # 2 files read side by side, but most of the 7.78 s went on waiting to retry a third.
+    assert format_time_spent(spent(7.78, 0.02, 5.4), 2, 0) == (
+        "Elapsed 7.78 s for 0.02 s of reading and checking rows (CPU work) and 5.40 s of "
+        "simulated I/O: no faster than one file after another.")
