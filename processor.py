@@ -21,16 +21,20 @@ call the core makes forward is to the faster reader).
     The data model     what one file's result holds, and the small values behind it
     Checking rows      pure functions: is the header usable, is a row valid, and why not
     Tallying a file    folding valid rows into exact totals; the one function that builds a result
-    Processing a file  process_file: read, check and tally a file 100 rows at a time, yielding
+    Processing a file  process_file: read, check and tally a file 100 rows at a time, yielding,
+                       and counting its own work apart from its waiting
     The spinner        show_spinner, and the one stderr line it shares with the monitor
-    The monitor        monitor_progress: a progress line every 2 seconds
+    The monitor        monitor_progress: a progress line every 2 seconds, and at the end
     The coordinator    process_batch: the settings, a slot under the semaphore, retries that
                        hold no slot, gather, and the spinner and monitor cancelled in finally
-    The report         the human report, the JSON, and the exit status
+    The report         the human report, its last line telling what concurrency saved (the
+                       files' work and waiting, measured), the JSON, and the exit status
     Reading faster     a chunk of simple lines split and checked at once: four times faster
     Client files       the opener the command line uses: other encodings (a byte-order mark
                        decides), a delimiter found in the header, decimal commas, .gz, and
                        stdin, read ahead by a thread so that a slow pipe is waited for at an await
+    Using more cores   --workers: a reader that sends large files to worker processes and
+                       awaits them, so that their work runs on other cores
     Saving to SQLite   --db: a writer thread, fed through a queue, saves each file's result
     Keeping rejects    --rejects: a reader around process_file that keeps every rejected row
                        in a temporary file, named for good only once its input was read whole
