@@ -1812,19 +1812,22 @@ class Workers:
 
     def start(self) -> None:
         """Start the worker processes, and wait until each has imported this module."""
-        from concurrent.futures import ProcessPoolExecutor, wait
+        from concurrent.futures import wait
         from multiprocessing import forkserver
         ignoring_stop_signals(forkserver.ensure_running)
-        self.pool = ProcessPoolExecutor(self.count, mp_context=self.context,
-                                        initializer=start_worker, initargs=(self.cells,))
+        self.pool = self.new_pool()
         # The pool starts a worker for each job submitted while none is idle.
         wait([self.pool.submit(ignore) for _ in range(self.count)])
 
+    def new_pool(self) -> "ProcessPoolExecutor":
+        from concurrent.futures import ProcessPoolExecutor
+        return ProcessPoolExecutor(self.count, mp_context=self.context,
+                                   initializer=start_worker, initargs=(self.cells,))
+
     def submit(self, job: WorkerJob) -> "Future[FileResult | None]":
         """Send the job to a worker; its cell is freed once the job is done."""
-        if self.pool is None:
-            self.start()
-        assert self.pool is not None
+        if self.pool is None:  # a dead worker broke the last one
+            self.pool = self.new_pool()
         self.cells[job.cell * CELL_SIZE:(job.cell + 1) * CELL_SIZE] = [0] * CELL_SIZE
         future = self.pool.submit(read_in_worker, job)
         # Called in the pool's own thread: list.append is atomic, no lock needed.
@@ -1842,7 +1845,7 @@ class Workers:
         self.cells[cell * CELL_SIZE + STOP] = 1
 
     def lost(self) -> None:
-        """Forget a pool that a dead worker broke: the next job starts a new one."""
+        """Forget a pool that a dead worker broke: the next job makes a new one."""
         if self.pool is not None:
             self.pool.shutdown(wait=False)
         self.pool = None
@@ -3445,14 +3448,21 @@ def using_workers(count: int, max_concurrent: int, needed: bool,
     if not (count and needed):
         yield read_file
         return
-    workers = Workers(count, max_concurrent)
+    workers: Workers | None = None
     try:
-        workers.start()
+        try:
+            workers = Workers(count, max_concurrent)
+            workers.start()
+        except OSError as error:  # no shared memory, no temporary folder for the forkserver
+            print(f"processor.py: error: cannot start worker processes: "
+                  f"{error.strerror or error}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
         yield functools.partial(read_using_workers, workers, read_file)
     finally:
-        # Held back, a stop signal cannot cut the workers' end short; it is handled after.
-        with signals_held():
-            workers.stop()
+        if workers is not None:
+            # Held back, a stop signal cannot cut the workers' end short; it is handled after.
+            with signals_held():
+                workers.stop()
 
 
 def start_rejects(folder: str | None, filenames: list[str], read_file: FileReader) -> FileReader:

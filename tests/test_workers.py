@@ -313,3 +313,33 @@ def test_workers_must_be_a_whole_number_or_auto(value):
 def test_auto_is_one_worker_a_core():
     assert processor.worker_count("auto") == len(os.sched_getaffinity(0))
     assert processor.worker_count("3") == 3
+
+
+def test_the_watcher_sends_a_large_file_to_a_worker_and_stops_it_with_ctrl_c(tmp_path):
+    root = tmp_path / "inbox"
+    watcher = subprocess.Popen(
+        [sys.executable, PROCESSOR, "--watch", str(root), "--poll", "0.05", "--settle", "0",
+         "--delay", "0", "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        results = root / "results.jsonl"
+        deadline = time.monotonic() + 20
+        while not (root / "incoming").is_dir():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        big = big_file(tmp_path, "big.csv")
+        os.rename(big, root / "incoming" / "big.csv")
+        while not (results.exists() and results.read_text()):
+            assert time.monotonic() < deadline, "the file was never processed"
+            time.sleep(0.02)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        stdout, stderr = watcher.communicate(timeout=30)
+
+    assert watcher.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    result = json.loads(results.read_text())
+    assert result["worker_pid"] not in (None, watcher.pid)
+    assert (result["status"], result["total_amount_exact"]) == ("completed", "37500.00")
+    assert os.listdir(root / "done") == ["big.csv"]
