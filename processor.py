@@ -1730,6 +1730,7 @@ class ClientFiles:
 
 WORKER_MIN_BYTES = 2 ** 20
 WORKER_REPORT_S = 0.05  # how often a worker tells its progress, and looks for word to stop
+WORKER_WATCH_S = 0.5  # how often a worker looks whether the main process is still there
 PROGRESS, ROWS, REJECTED, STOP = range(4)  # the numbers in a job's cell, in this order
 CELL_SIZE = 4
 
@@ -1743,14 +1744,28 @@ class WorkerJob(NamedTuple):
     cell: int  # where in the shared cells the worker reports
 
 
-# In a worker process: the cells of every job, shared with the parent (see start_worker).
+# In a worker process: the cells of every job, shared with the main process.
 worker_cells: "ctypes.Array[ctypes.c_int64] | None" = None
 
 
-def start_worker(cells: "ctypes.Array[ctypes.c_int64]") -> None:
-    """Run in each worker process as it starts: keep the shared cells."""
+def start_worker(cells: "ctypes.Array[ctypes.c_int64]", main: int) -> None:
+    """Run in each worker process as it starts: keep the shared cells, and watch the main
+    process (its pid is main)."""
     global worker_cells
     worker_cells = cells
+    threading.Thread(target=end_with, args=(main,), name="watchdog", daemon=True).start()
+
+
+def end_with(main: int) -> None:
+    """In a worker's own thread: end the worker once the main process has ended."""
+    # Killed (kill -9), the main process tells no one, and a worker would read on, or wait for
+    # its next file, for ever.
+    while True:
+        try:
+            os.kill(main, 0)  # signal 0 only asks whether the process is there
+        except OSError:
+            os._exit(1)
+        time.sleep(WORKER_WATCH_S)
 
 
 def read_in_worker(job: WorkerJob) -> FileResult | None:
@@ -1759,6 +1774,8 @@ def read_in_worker(job: WorkerJob) -> FileResult | None:
 
 
 async def read_and_report(job: WorkerJob) -> FileResult | None:
+    """Read the file, telling its progress in its cell, until it is done or the main process
+    says to stop."""
     assert worker_cells is not None
     cell = job.cell * CELL_SIZE
     progress = FileProgress()
@@ -1822,7 +1839,7 @@ class Workers:
     def new_pool(self) -> "ProcessPoolExecutor":
         from concurrent.futures import ProcessPoolExecutor
         return ProcessPoolExecutor(self.count, mp_context=self.context,
-                                   initializer=start_worker, initargs=(self.cells,))
+                                   initializer=start_worker, initargs=(self.cells, os.getpid()))
 
     def submit(self, job: WorkerJob) -> "Future[FileResult | None]":
         """Send the job to a worker; its cell is freed once the job is done."""

@@ -247,7 +247,7 @@ def test_a_stop_signal_stops_the_workers_promptly_and_leaves_nothing_behind(tmp_
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     workers = worker_pids(child.pid)
-    time.sleep(0.5)  # the workers are reading, each in a pause of 0.2 s or the rows after it
+    wait_until_reading(workers, tmp_path)  # each in a pause of 0.2 s, or the rows after it
     # As a terminal sends Ctrl-C: to the whole group, workers too (they ignore it).
     sent = time.perf_counter()
     os.killpg(child.pid, signal_number)
@@ -268,15 +268,38 @@ def test_a_stop_signal_stops_the_workers_promptly_and_leaves_nothing_behind(tmp_
     assert os.listdir(tmp_path / "rejects") == []
 
 
-def worker_pids(parent: int) -> list[int]:
-    """Wait for the parent's worker processes (children of its forkserver) and return them."""
+def worker_pids(parent: int, at_least: int = 4) -> list[int]:
+    """Wait for the parent's worker processes (children of its forkserver) and return them,
+    with the forkserver and the resource tracker."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         found = [pid for pid in descendants(parent) if pid != parent]
-        if len(found) >= 4:  # the forkserver, the resource tracker and at least two workers
+        if len(found) >= at_least:  # by default the forkserver, the tracker and two workers
             return found
         time.sleep(0.05)
     raise AssertionError("the workers did not start")
+
+
+def wait_until_reading(processes: list[int], folder: Path) -> None:
+    """Wait until one of the processes has a file in folder open."""
+    deadline = time.monotonic() + 10
+    while not any(has_open_file(pid, folder) for pid in processes):
+        assert time.monotonic() < deadline, "no worker opened a file"
+        time.sleep(0.02)
+
+
+def has_open_file(pid: int, folder: Path) -> bool:
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{descriptor}").startswith(str(folder)):
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def command_line(pid: int) -> str:
@@ -343,3 +366,20 @@ def test_the_watcher_sends_a_large_file_to_a_worker_and_stops_it_with_ctrl_c(tmp
     assert result["worker_pid"] not in (None, watcher.pid)
     assert (result["status"], result["total_amount_exact"]) == ("completed", "37500.00")
     assert os.listdir(root / "done") == ["big.csv"]
+
+
+def test_a_worker_stops_when_the_main_process_is_killed(tmp_path):
+    path = big_file(tmp_path, "big.csv")
+    child = subprocess.Popen([sys.executable, PROCESSOR, "--delay", "1", "--workers", "1",
+                              "--max-concurrent", "1", path],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes = worker_pids(child.pid, at_least=3)  # the forkserver, the tracker, one worker
+    wait_until_reading(processes, tmp_path)  # in its first pause of 1 s: 300 of them to go
+
+    child.kill()  # SIGKILL: no word to anyone
+    child.wait()
+
+    deadline = time.monotonic() + 2
+    while any(map(is_alive, processes)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [command_line(pid) for pid in processes if is_alive(pid)] == []
