@@ -8,6 +8,8 @@ MOMENT is one of:
     database    while the --db writer thread opens the database (main waits for it)
     loop        while the batch's event loop is made, before it runs
     curses      inside curses start-up, after initscr and before the rest is set up
+    handlers    as main's stop signal handlers are put back (StopSignals.__exit__), after the
+                first of them, SIGINT's: the others are still main's
 
 At that moment it writes `paused at MOMENT` to stderr and sleeps, for the test to send a signal:
 30 s, or 2 s at loop and curses, where processor.py holds signals back until they are set up.
@@ -61,6 +63,18 @@ def arrange(moment: str) -> None:
     elif moment == "curses":
         import curses
         curses.initscr = pausing(moment, curses.initscr)
+    elif moment == "handlers":
+        import signal
+        real_signal = signal.signal
+
+        def putting_back(number, handler):
+            previous = real_signal(number, handler)
+            if sys._getframe(1).f_code.co_name == "__exit__":  # StopSignals', once
+                signal.signal = real_signal
+                pause(moment)
+            return previous
+
+        signal.signal = putting_back
     else:
         raise SystemExit(f"pause_at.py: unknown moment {moment}")
 

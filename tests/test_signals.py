@@ -1,18 +1,25 @@
 """Signals at every moment of a run, a closed pipe, an output that cannot carry every character:
 the program ends with a status that says what happened, never with a traceback."""
+import asyncio
+import fcntl
 import json
 import os
 import pty
 import select
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
+
+import processor
 
 TESTS = Path(__file__).resolve().parent
 PROCESSOR = str(TESTS.parent / "processor.py")
@@ -157,6 +164,36 @@ def test_a_signal_while_the_report_is_written_stops_it_with_the_signals_status(t
         json.loads("{" + stdout)  # cut short, and the status says so
 
 
+# For each first signal, a second whose handler is still main's at the pause (SIGINT's is put
+# back first), and whose status is not the first's.
+SECOND_SIGNALS = {"SIGINT": signal.SIGTERM, "SIGTERM": signal.SIGHUP, "SIGHUP": signal.SIGTERM}
+
+
+@pytest.mark.parametrize("name", STOP_SIGNALS)
+def test_a_second_signal_as_the_handlers_are_put_back_keeps_the_first_status_quietly(tmp_path,
+                                                                                    name):
+    number, status = STOP_SIGNALS[name]
+    for n in range(300):  # their JSON is far more than a pipe holds unread
+        (tmp_path / f"file_{n:03d}.csv").write_text(HEADER + "T1,C1,1.00,2024-01-01,a\n")
+    child = start([sys.executable, PAUSE_AT, "handlers", "--json", "--delay", "0",
+                   str(tmp_path)])
+    # The report has begun, and stdout is read no further until both signals have come: the
+    # program is writing the rest to a full pipe, or waiting to.
+    assert os.read(child.stdout.fileno(), 1) == b"{"
+    child.send_signal(number)  # stops the report: main's with block ends, its handlers go back
+    # The race itself, held open: pause_at stops StopSignals.__exit__ after SIGINT's handler is
+    # put back, while the other two are still main's.
+    wait_for_line(child, "paused at handlers")
+
+    child.send_signal(SECOND_SIGNALS[name])
+    stdout, stderr = child.communicate(timeout=10)
+
+    assert child.returncode == status
+    assert_quiet(stderr)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads("{" + stdout)  # cut short, and the status says so
+
+
 def read_terminal_until(controller: int, child: subprocess.Popen, text: bytes) -> bytes:
     """Read what the child writes to its terminal until text appears, or it exits."""
     seen = b""
@@ -244,6 +281,40 @@ def test_a_terminal_that_hangs_up_mid_batch_gives_129_and_the_batch_reads_interr
     assert batch_states(database) == ["interrupted"]
 
 
+def test_a_terminal_that_hangs_up_under_the_dashboard_gives_129_and_no_traceback(tmp_path):
+    slow = tmp_path / "slow.csv"
+    slow.write_text(HEADER + "".join(f"T{n},C1,1.00,2024-01-01,a\n" for n in range(5000)))
+    # stderr on a terminal of its own, which stays: what the program says after the hang-up
+    # (a traceback) can still be read. The dashboard needs stdout and stderr both terminals.
+    errors, errors_terminal = pty.openpty()
+    child, controller = pty.fork()  # the child's controlling terminal is the new one
+    if child == 0:
+        os.dup2(errors_terminal, 2)
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        environment = {key: value for key, value in os.environ.items()
+                       if key not in ("LINES", "COLUMNS")}  # curses would believe them
+        os.execve(sys.executable, [sys.executable, PROCESSOR, "--dashboard", "--delay", "0.05",
+                                   str(slow)], {**environment, "TERM": "xterm"})
+    os.close(errors_terminal)
+    try:
+        seen = b""
+        while b"Slots" not in seen:  # the first frame: curses is set up, the batch runs
+            seen += os.read(controller, 4096)
+
+        os.close(controller)  # the terminal goes: SIGHUP, and each of curses' teardown steps fails
+        said = b""
+        with suppress(OSError):  # EIO: all of it read, and the child, its end's last holder, gone
+            while data := os.read(errors, 65536):
+                said += data
+        _, status = os.waitpid(child, 0)
+    finally:
+        os.close(errors)
+
+    assert os.waitstatus_to_exitcode(status) == 129
+    assert b"Processing 1 file" in said  # the stderr read is the program's
+    assert_quiet(said.decode(errors="replace"))
+
+
 @pytest.fixture
 def busy_batch(tmp_path) -> list[str]:
     """Three files big enough to keep the loop busy reading for a second at --delay 0."""
@@ -286,3 +357,88 @@ def test_sigterm_stops_a_background_job_whose_sigint_is_ignored(busy_batch):
     assert child.returncode == 143
     assert_quiet(stdout, stderr)
     assert "Batch: 3 files" in stdout
+
+
+def test_a_second_signal_as_the_first_schedules_its_cancel_is_only_noted():
+    handled = processor.signals_not_ignored()
+    if len(handled) < 2:
+        pytest.skip("fewer than two stop signals are handled here (ignored from the start)")
+    first, second = handled[:2]
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(asyncio.sleep(30))
+    stop = processor.StopSignals()
+    statuses_when_scheduled: list[int | None] = []
+    real_call_soon_threadsafe = loop.call_soon_threadsafe
+
+    def call_soon_threadsafe(callback, *args):
+        # What the status would be were the cancel run at once: the signal already recorded.
+        statuses_when_scheduled.append(stop.received)
+        if len(statuses_when_scheduled) == 1:
+            second_handler(second, None)  # a second signal lands here, in the first's handler
+        return real_call_soon_threadsafe(callback, *args)
+
+    loop.call_soon_threadsafe = call_soon_threadsafe
+    try:
+        with stop, stop.cancelling(task):
+            # The handlers called as a signal calls them: between two steps of the main thread.
+            second_handler = signal.getsignal(second)
+            signal.getsignal(first)(first, None)
+
+            assert stop.received == first
+            assert statuses_when_scheduled == [first]  # one cancel, after the signal was noted
+            assert not task.done()  # the cancel comes at the loop's next turn
+        with suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+        assert task.cancelled()  # by the cancel the first signal scheduled
+    finally:
+        if not task.done():  # a failed assertion above: the task still to be ended
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        loop.close()
+
+
+def test_a_failed_write_is_named_before_the_results_a_stop_signal_left_unwritten(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(processor, "DATABASE_TIMEOUT_S", 0.05)
+    writing, go_on = threading.Event(), threading.Event()
+    real_save = processor.save_result
+
+    def held_save(*args):
+        writing.set()
+        go_on.wait(5)
+        real_save(*args)
+
+    monkeypatch.setattr(processor, "save_result", held_save)
+    path = tmp_path / "r.db"
+    names = [f"f{n}.csv" for n in range(5)]
+    writer = processor.DatabaseWriter(str(path), processor.Settings(), names)
+    other_program = sqlite3.connect(path, isolation_level=None)
+    other_program.execute("BEGIN IMMEDIATE")  # holds the write lock until it rolls back
+    try:
+        for name in names:
+            writer.save(processor.file_result(name, "completed"))
+        writing.wait(5)  # the thread is writing the first result; four wait in the queue
+        real_wait, signals = writer.finished.wait, [KeyboardInterrupt]
+
+        def wait(timeout=None):
+            if signals:
+                raise signals.pop()  # as a stop signal does in the main thread while it waits
+            go_on.set()
+            return real_wait(timeout)
+
+        monkeypatch.setattr(writer.finished, "wait", wait)
+
+        assert writer.finish() is True
+    finally:
+        other_program.execute("ROLLBACK")
+        other_program.close()
+
+    # The first write and the batch's end failed on the lock; the four after the signal skipped.
+    assert writer.failures == ["f0.csv: database is locked",
+                               "the batch's final state: database is locked"]
+    assert writer.skipped == 4
+    assert batch_states(path) == ["running"]  # not "interrupted", as the skip alone would say
+    assert writer.outcome() == (
+        f"processor.py: could not save to {path} (batch 1): 2 writes failed, the first: "
+        "f0.csv: database is locked")
