@@ -89,6 +89,35 @@ async def test_summary_adds_up_the_files_by_hand(write_csv, tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_the_summary_adds_up_the_files_work_and_pauses(write_csv):
+    # 250 rows: two full chunks, each followed by a pause of 0.01 s; the third ends the file.
+    first = write_csv("first.csv", HEADER + rows_of(250))
+    second = write_csv("second.csv", HEADER + rows_of(50))  # no full chunk: no pause
+
+    batch = await process_batch([first, second], delay=0.01)
+
+    results, summary = batch["results"], batch["summary"]
+    assert [results[name]["pause_time"] for name in (first, second)] == [0.02, 0.0]
+    assert summary["pause_time"] == 0.02
+    assert summary["work_time"] == results[first]["work_time"] + results[second]["work_time"]
+    # Work is the thread's CPU time, within the file's wall time (two clocks: give or take).
+    assert all(0 <= results[name]["work_time"] <= results[name]["processing_time"] + 0.001
+               for name in (first, second))
+    assert results[first]["work_time"] > 0
+
+
+@pytest.mark.asyncio
+async def test_the_batch_ends_as_soon_as_its_last_file_does(write_csv, monkeypatch):
+    # The monitor is told of each file's result: it does not wait for its next look.
+    monkeypatch.setattr(processor, "MONITOR_POLL_S", 60)
+    path = write_csv("one.csv", HEADER + rows_of(3))
+
+    batch = await asyncio.wait_for(process_batch([path], delay=0), timeout=5)
+
+    assert batch["summary"]["completed_files"] == 1
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("limit", [3, 1])
 async def test_no_more_than_max_concurrent_files_in_flight(write_csv, in_flight, limit):
     # 300 rows: every file yields to the loop at least twice, so all free slots fill up.

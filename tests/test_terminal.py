@@ -85,6 +85,24 @@ async def test_monitor_names_only_the_files_finished_since_its_last_line(capsys,
 
 
 @pytest.mark.asyncio
+async def test_monitor_ends_as_soon_as_it_is_told_the_last_file_finished(capsys, monkeypatch):
+    # Were it to wait for its next look, it would take a minute.
+    monkeypatch.setattr(processor, "MONITOR_POLL_S", 60)
+    results = {"a.csv": processor.file_result("a.csv", "completed")}
+    file_finished = asyncio.Event()
+    monitor = asyncio.create_task(monitor_progress(["a.csv", "b.csv"], results,
+                                                   file_finished=file_finished))
+    await step(3)
+
+    results["b.csv"] = processor.file_result("b.csv", "completed")
+    file_finished.set()
+    await asyncio.wait_for(monitor, timeout=1)
+
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "Processed 2 of 2 files (100%) | finished: a.csv, b.csv")
+
+
+@pytest.mark.asyncio
 async def test_monitor_names_the_files_waiting_to_retry_in_input_order(capsys, monkeypatch):
     monkeypatch.setattr(processor, "MONITOR_INTERVAL_S", 0)
     monkeypatch.setattr(processor, "MONITOR_POLL_S", 0)
