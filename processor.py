@@ -1715,10 +1715,11 @@ class ClientFiles:
 # batch did). More threads would not help: in CPython only one thread at a time runs Python
 # code (the GIL). A process has an interpreter, and so a core, of its own. With --workers, a
 # file of WORKER_MIN_BYTES or more is read in a worker process, and its reader, in the event
-# loop, awaits the worker's result as it would any other wait: the coordinator, the semaphore,
-# the spinner and monitor, retries and every extra work as they are, and the loop stays free
-# for them while the workers work. Smaller files stay on the loop's thread: sending one to a
-# process would cost more than reading it.
+# loop, awaits the worker's result as loop.run_in_executor has it awaited, like any other
+# wait: to the coordinator it is one more await in a read_file, so the semaphore, the spinner
+# and monitor, retries and every extra work as they are, and the loop stays free for them
+# while the workers work. Smaller files stay on the loop's thread: sending one to a process
+# would cost more than reading it.
 #
 # A worker runs the same reader, the same process_file, in an event loop of its own, where the
 # simulated pause is a sleep that holds up nothing else. Twenty times a second it writes how
