@@ -166,8 +166,8 @@ class FileResult(TypedDict):
     top_category: str | None
     date_range: DateRange
     processing_time: float
-    work_time: float  # of processing_time, the seconds its own code ran: reading and checking rows
-    pause_time: float  # the simulated I/O pauses it slept: delay x the pauses
+    work_time: float  # the CPU seconds its own code ran, reading and checking rows (in a batch,
+    pause_time: float  # every attempt's), and the simulated I/O it slept: delay x the pauses
     invalid_rows: int
     row_errors: list[RowError]
     error: str | None
@@ -988,8 +988,11 @@ async def process_with_retries(filename: str, batch: Batch) -> FileResult:
     """Return the file's result after up to 1 + retries attempts, trying again only a failure
     that may pass (`retryable`); the result tells of its attempts and of the last one's slot."""
     earlier_errors: list[str] = []
+    work_time = pause_time = 0.0  # of every attempt: the report tells where the time went
     while True:
         attempt = await process_in_slot(filename, batch)
+        work_time += attempt.result["work_time"]
+        pause_time += attempt.result["pause_time"]
         if not attempt.result["retryable"] or len(earlier_errors) == batch.settings.retries:
             break
         earlier_errors.append(str(attempt.result["error"]))
@@ -1006,6 +1009,7 @@ async def process_with_retries(filename: str, batch: Batch) -> FileResult:
             batch.retrying.discard(filename)
     # What only the coordinator knows, added to the result in this one place.
     return attempt.result | {"attempts": len(earlier_errors) + 1, "earlier_errors": earlier_errors,
+                             "work_time": work_time, "pause_time": pause_time,
                              "slot": attempt.slot, "start_offset": attempt.start_offset,
                              "end_offset": attempt.end_offset}
 
@@ -1234,16 +1238,20 @@ def format_time_spent(summary: BatchSummary, most_at_once: int, processes: int) 
     """Return the elapsed time, where the files' time went, and what running them concurrently
     saved: most_at_once files at a time, processes worker processes (0: all on this thread)."""
     elapsed, work, pause = summary["elapsed"], summary["work_time"], summary["pause_time"]
-    speedup = (work + pause) / elapsed if elapsed > 0 else 0.0
-    if work + pause == 0:  # nothing was read: every file failed at once, or none had started
+    if summary["cancelled_files"]:  # the files not read would have taken time, how much unknown
+        return f"Elapsed {elapsed:.2f} s, stopped before every file was read."
+    if summary["total_transactions"] + summary["invalid_rows"] == 0:  # every file failed
         return f"Elapsed {elapsed:.2f} s."
-    if speedup < SPEEDUP_SHOWN and pause <= work and work >= elapsed / 2 and not processes:
+    speedup = (work + pause) / elapsed if elapsed > 0 else 0.0
+    if (speedup < SPEEDUP_SHOWN and most_at_once > 1 and not processes and pause <= work
+            and work >= elapsed / 2):
         return (f"Elapsed {elapsed:.2f} s, {work:.2f} s of it reading and checking rows: "
                 "CPU-bound work, which one thread does one file at a time, so running files "
-                "concurrently saved nothing (--workers N runs large files on more cores).")
+                "concurrently saved nothing (--workers N reads files of 1 MiB or more on more "
+                "cores).")
     parts = [f"{work:.2f} s of reading and checking rows (CPU work"
              + (f", in {plural(processes, 'worker')})" if processes else ")")]
-    if speedup < SPEEDUP_SHOWN:  # one file alone, say, or a batch that waited to retry a file
+    if speedup < SPEEDUP_SHOWN:  # one file at a time, say, or a batch that waited to retry one
         parts += [f"{pause:.2f} s of simulated I/O"] if pause else []
         return (f"Elapsed {elapsed:.2f} s for {' and '.join(parts)}: no faster than one file "
                 "after another.")
@@ -1731,9 +1739,10 @@ class ClientFiles:
 
 WORKER_MIN_BYTES = 2 ** 20
 WORKER_REPORT_S = 0.05  # how often a worker tells its progress, and looks for word to stop
-WORKER_WATCH_S = 0.5  # how often a worker looks whether the main process is still there
-PROGRESS, ROWS, REJECTED, STOP = range(4)  # the numbers in a job's cell, in this order
-CELL_SIZE = 4
+WORKER_WATCH_S = 0.5  # without process descriptors, how often a worker looks for the main one
+# The numbers in a job's cell, in this order: the worker's pid, its progress, and word to stop.
+WORKER, PROGRESS, ROWS, REJECTED, STOP = range(5)
+CELL_SIZE = 5
 
 
 class WorkerJob(NamedTuple):
@@ -1760,13 +1769,20 @@ def start_worker(cells: "ctypes.Array[ctypes.c_int64]", main: int) -> None:
 def end_with(main: int) -> None:
     """In a worker's own thread: end the worker once the main process has ended."""
     # Killed (kill -9), the main process tells no one, and a worker would read on, or wait for
-    # its next file, for ever.
-    while True:
-        try:
-            os.kill(main, 0)  # signal 0 only asks whether the process is there
-        except OSError:
-            os._exit(1)
-        time.sleep(WORKER_WATCH_S)
+    # its next file, for ever. A process descriptor (Linux) becomes readable as the process
+    # ends; elsewhere, kill(pid, 0) asks whether it is still there, which a killed process
+    # whose parent has yet to collect it, a zombie, still is.
+    import select
+    try:
+        select.select([os.pidfd_open(main)], [], [])
+    except AttributeError:
+        with suppress(OSError):
+            while True:
+                os.kill(main, 0)
+                time.sleep(WORKER_WATCH_S)
+    except OSError:  # it had ended already
+        pass
+    os._exit(1)
 
 
 def read_in_worker(job: WorkerJob) -> FileResult | None:
@@ -1780,6 +1796,7 @@ async def read_and_report(job: WorkerJob) -> FileResult | None:
     assert worker_cells is not None
     cell = job.cell * CELL_SIZE
     progress = FileProgress()
+    worker_cells[cell + WORKER] = os.getpid()
     reading: asyncio.Task[FileResult] = asyncio.create_task(
         job.read_file(job.filename, delay=job.delay, progress=progress))
     while not reading.done():
@@ -1812,45 +1829,54 @@ class Workers:
     """The worker processes of a run, and the cells they report in. start() starts them all,
     to be warm for the first file; stop() ends them once the run is over."""
 
-    def __init__(self, count: int, max_concurrent: int) -> None:
+    def __init__(self, count: int) -> None:
+        """count is max_concurrent: one worker a slot. With fewer, a file would wait for a
+        worker that another file holds while it sleeps in its pause; more would never all
+        have a file."""
         import multiprocessing
         # forkserver, not fork: a forked worker would start as a copy of this process, its
         # threads, event loop and open files included. forkserver starts each from a small,
         # clean process that forked nothing of ours.
         self.context = multiprocessing.get_context("forkserver")
-        # At least one worker a slot, or a file would wait for a worker that another file
-        # holds while it sleeps in its pause.
-        self.count = max(count, max_concurrent)
+        self.count = count
         # A cell is free once its job is done: a job of each slot, and one of each worker
         # that was told to stop and has yet to.
-        cells = max_concurrent + self.count
+        cells = 2 * count
         self.cells = self.context.RawArray("q", cells * CELL_SIZE)
         self.free_cells = list(range(cells))
         self.pool: ProcessPoolExecutor | None = None
+        self.ended: set[int] = set()  # the workers this process killed (see lost)
 
     def start(self) -> None:
         """Start the worker processes, and wait until each has imported this module."""
         from concurrent.futures import wait
-        from multiprocessing import forkserver
-        ignoring_stop_signals(forkserver.ensure_running)
-        self.pool = self.new_pool()
-        # The pool starts a worker for each job submitted while none is idle.
-        wait([self.pool.submit(ignore) for _ in range(self.count)])
+        from multiprocessing import forkserver, resource_tracker
+        with signals_held():
+            # The resource tracker, which the forkserver needs, ignores SIGINT and SIGTERM
+            # itself; but as it starts it unblocks them, which must not happen in the midst
+            # of ignoring_stop_signals, so it comes first.
+            resource_tracker.ensure_running()
+            ignoring_stop_signals(forkserver.ensure_running)
+            # A stop signal would leave a process half started: it is held until all are.
+            self.pool = self.new_pool()
+            # The pool starts a worker for each job submitted while none is idle.
+            wait([self.pool.submit(ignore) for _ in range(self.count)])
 
     def new_pool(self) -> "ProcessPoolExecutor":
         from concurrent.futures import ProcessPoolExecutor
         return ProcessPoolExecutor(self.count, mp_context=self.context,
                                    initializer=start_worker, initargs=(self.cells, os.getpid()))
 
-    def submit(self, job: WorkerJob) -> "Future[FileResult | None]":
-        """Send the job to a worker; its cell is freed once the job is done."""
+    def submit(self, job: WorkerJob) -> "tuple[ProcessPoolExecutor, Future[FileResult | None]]":
+        """Send the job to a worker; return the pool and the job's future. Its cell is freed
+        once the job is done."""
         if self.pool is None:  # a dead worker broke the last one
             self.pool = self.new_pool()
         self.cells[job.cell * CELL_SIZE:(job.cell + 1) * CELL_SIZE] = [0] * CELL_SIZE
         future = self.pool.submit(read_in_worker, job)
         # Called in the pool's own thread: list.append is atomic, no lock needed.
         future.add_done_callback(lambda _: self.free_cells.append(job.cell))
-        return future
+        return self.pool, future
 
     def tell_progress(self, cell: int, progress: FileProgress) -> None:
         """Copy a job's progress from its cell, for the monitor and the dashboard."""
@@ -1862,10 +1888,21 @@ class Workers:
     def stop_job(self, cell: int) -> None:
         self.cells[cell * CELL_SIZE + STOP] = 1
 
-    def lost(self) -> None:
-        """Forget a pool that a dead worker broke: the next job makes a new one."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=False)
+    def died_on_its_own(self, cell: int) -> bool:
+        """Whether the worker that took a job has ended, and not because lost() ended it."""
+        pid = self.cells[cell * CELL_SIZE + WORKER]
+        return pid not in self.ended and pid != 0 and not is_running(pid)
+
+    def lost(self, pool: "ProcessPoolExecutor") -> None:
+        """End a pool that a dead worker broke, and its other workers, whose files have failed
+        with it; the next job makes a new pool."""
+        if pool is not self.pool:
+            return  # another file's task has seen to it
+        # The pool would end them with SIGTERM, which the workers ignore (see start).
+        self.ended.update(pool._processes)  # keyed by pid
+        for process in pool._processes.values():
+            process.kill()
+        pool.shutdown(wait=False)
         self.pool = None
 
     def stop(self) -> None:
@@ -1876,15 +1913,16 @@ class Workers:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-async def read_using_workers(workers: Workers, read_file: FileReader, filename: str, *,
-                             delay: float, progress: FileProgress) -> FileResult:
-    """Read a file with read_file in a worker process if it is large, else right here."""
+class WorkerDied(Exception):
+    """The worker reading a file has died: the file was not read to its end."""
+
+
+async def read_in_a_worker(workers: Workers, job: WorkerJob,
+                           progress: FileProgress) -> FileResult:
+    """Read a file in a worker process, following its progress. Raise WorkerDied if its
+    worker died, BrokenProcessPool if another worker did and took the pool down with it."""
     from concurrent.futures.process import BrokenProcessPool
-    if filename == STDIN or file_size(filename) < WORKER_MIN_BYTES:
-        return await read_file(filename, delay=delay, progress=progress)
-    started = time.perf_counter()
-    job = WorkerJob(read_file, filename, delay, workers.free_cells.pop())
-    done = workers.submit(job)
+    pool, done = workers.submit(job)
     # What loop.run_in_executor does, but keeping the pool's future, whose callback frees
     # the cell once the worker, not this task, is done with the file.
     result = asyncio.wrap_future(done)
@@ -1892,16 +1930,37 @@ async def read_using_workers(workers: Workers, read_file: FileReader, filename: 
         while not result.done():
             await asyncio.wait([result], timeout=WORKER_REPORT_S)
             workers.tell_progress(job.cell, progress)
-        return result.result() or file_result(filename, "cancelled")
+        return result.result() or file_result(job.filename, "cancelled")
     except BrokenProcessPool:
-        workers.lost()
-        return file_result(filename, "error", seconds=time.perf_counter() - started,
-                           retryable=True, error="its worker process died (killed by the "
-                           "system, out of memory?): the file was not read to its end")
+        died = workers.died_on_its_own(job.cell)  # asked before lost() ends the others
+        workers.lost(pool)
+        if died:
+            raise WorkerDied from None
+        raise
     finally:
         if not done.done():  # the task was cancelled: the worker stops without it waiting
             workers.stop_job(job.cell)
-            done.cancel()  # if a worker has yet to take it
+            result.cancel()  # and the job with it, if no worker has taken it yet
+
+
+async def read_using_workers(workers: Workers, read_file: FileReader, filename: str, *,
+                             delay: float, progress: FileProgress) -> FileResult:
+    """Read a file with read_file in a worker process if it is large, else right here."""
+    from concurrent.futures.process import BrokenProcessPool
+    if filename == STDIN or file_size(filename) < WORKER_MIN_BYTES:
+        return await read_file(filename, delay=delay, progress=progress)
+    started = time.perf_counter()
+    while True:
+        try:
+            return await read_in_a_worker(
+                workers, WorkerJob(read_file, filename, delay, workers.free_cells.pop()),
+                progress)
+        except WorkerDied:
+            return file_result(filename, "error", seconds=time.perf_counter() - started,
+                               retryable=True, error="its worker process died (killed by the "
+                               "system, out of memory?): the file was not read to its end")
+        except BrokenProcessPool:
+            pass  # its worker was well: the file is read again, from the start, in a new pool
 
 
 # --- Saving to SQLite ---
@@ -3266,12 +3325,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="after the report, draw which file held which of the "
                              "--max-concurrent slots, and when (default: off)")
     parser.add_argument("--workers", type=worker_count, default=0, metavar="N",
-                        help="read each file of 1 MiB or more in a worker process, N of them "
-                             "(auto: one a core), but at least --max-concurrent: checking rows "
-                             "is CPU work, which the event loop's one thread does one file at "
-                             "a time; processes do it on as many cores. Smaller files and "
-                             "standard input are read by the main process "
-                             "(default: 0, every file in the main process)")
+                        help="read each file of 1 MiB or more in a worker process, on another "
+                             "core: checking rows is CPU work, which the event loop's one "
+                             "thread does for one file at a time. There is one worker for each "
+                             "of the --max-concurrent slots, whatever N from 1 (auto: one a "
+                             "core), and a note when N is more. Smaller files and standard "
+                             "input are read by the main process (default: 0, every file in "
+                             "the main process)")
     parser.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
                         help="try again, up to N more times, a file that failed for a reason "
                              "that may pass: missing, unreadable, changed while being read "
@@ -3466,15 +3526,24 @@ def using_workers(count: int, max_concurrent: int, needed: bool,
     if not (count and needed):
         yield read_file
         return
+    if count > max_concurrent:
+        status_line.print(f"processor.py: --workers {count}: only {max_concurrent} files are "
+                          f"read at a time (--max-concurrent), so {max_concurrent} workers; "
+                          "raise --max-concurrent to use more cores")
     workers: Workers | None = None
     try:
+        started = time.perf_counter()
         try:
-            workers = Workers(count, max_concurrent)
+            workers = Workers(max_concurrent)
             workers.start()
         except OSError as error:  # no shared memory, no temporary folder for the forkserver
             print(f"processor.py: error: cannot start worker processes: "
                   f"{error.strerror or error}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
+        # Said here, as the report's elapsed time, and what it says concurrency saved, are
+        # the batch's, which starts after this.
+        processes = "1 worker process" if max_concurrent == 1 else f"{max_concurrent} worker processes"
+        status_line.print(f"Started {processes} in {time.perf_counter() - started:.2f} s")
         yield functools.partial(read_using_workers, workers, read_file)
     finally:
         if workers is not None:

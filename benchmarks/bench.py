@@ -59,7 +59,7 @@ FULL = Sizes(rows=1_000_000, big_rows=5_000_000, small_files=1_000, scheduled_ro
              batch_runs=3)
 QUICK = Sizes(rows=20_000, big_rows=100_000, small_files=100, scheduled_rows=1200, runs=2,
               batch_runs=1)
-WORKERS = 2  # as many as this machine has cores; the pool has max_concurrent (3) of them
+WORKERS = 2  # --workers 2, as many as this machine has cores; the pool has one a slot: 3
 
 
 # --- Data ---
@@ -301,8 +301,9 @@ def client_reader() -> processor.FileReader:
 
 @contextlib.contextmanager
 def started_workers() -> Iterator[processor.FileReader]:
-    """Yield the reader the command line uses with --workers 2, its workers started and warm."""
-    workers = processor.Workers(WORKERS, 3)
+    """Yield the reader the command line uses with --workers 2 (and --max-concurrent 3, so 3
+    workers), its workers started and warm."""
+    workers = processor.Workers(3)
     workers.start()
     try:
         yield functools.partial(processor.read_using_workers, workers, client_reader())
@@ -362,7 +363,7 @@ def peak(pid):
     status = open(f"/proc/{pid}/status").read()
     return next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
 
-workers = processor.Workers(%d, 3)
+workers = processor.Workers(3)
 workers.start()
 reader = functools.partial(processor.read_using_workers, workers,
                            functools.partial(processor.read_client_file, processor.ClientFiles()))
@@ -371,7 +372,7 @@ with contextlib.redirect_stderr(io.StringIO()):
 pids = {result["worker_pid"] for result in batch["results"].values()} - {None}
 print(peak("self"), *[peak(pid) for pid in pids])
 workers.stop()
-""" % WORKERS
+"""
 
 
 def peak_memory_with_workers(paths: list[Path]) -> tuple[float, float]:

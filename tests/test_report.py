@@ -66,8 +66,9 @@ def test_report_gives_each_error_with_its_reason_and_the_batch_totals():
         "simulated I/O, overlapped 2 files at a time: 2.0x faster than one file after another.")
 
 
-def spent(elapsed: float, work: float, pause: float) -> dict:
-    return {"elapsed": elapsed, "work_time": work, "pause_time": pause}
+def spent(elapsed: float, work: float, pause: float, **counts: int) -> dict:
+    return {"elapsed": elapsed, "work_time": work, "pause_time": pause,
+            "total_transactions": 100, "invalid_rows": 0, "cancelled_files": 0, **counts}
 
 
 def test_simulated_io_overlapped_is_what_concurrency_saved():
@@ -81,7 +82,7 @@ def test_work_on_one_thread_with_no_pause_is_called_cpu_bound_and_workers_named(
     assert format_time_spent(spent(2.85, 2.71, 0.0), 3, 0) == (
         "Elapsed 2.85 s, 2.71 s of it reading and checking rows: CPU-bound work, which one "
         "thread does one file at a time, so running files concurrently saved nothing "
-        "(--workers N runs large files on more cores).")
+        "(--workers N reads files of 1 MiB or more on more cores).")
 
 
 def test_work_spread_over_worker_processes_is_what_they_saved():
@@ -96,8 +97,22 @@ def test_workers_that_saved_nothing_are_not_sent_for_again():
         "no faster than one file after another.")
 
 
-def test_a_batch_interrupted_before_any_file_read_a_row_claims_nothing():
-    assert format_time_spent(spent(2.5, 0.0, 0.0), 3, 0) == "Elapsed 2.50 s."
+def test_a_batch_whose_files_all_failed_claims_nothing():
+    # Opening two missing files is a few microseconds of work, and no row.
+    assert format_time_spent(spent(0.001, 0.0004, 0.0, total_transactions=0), 2, 0) == (
+        "Elapsed 0.00 s.")
+
+
+def test_a_batch_stopped_before_the_end_compares_nothing():
+    # The cancelled files' work is unknown: no comparison can be made.
+    assert format_time_spent(spent(0.89, 0.001, 0.0, cancelled_files=2), 3, 0) == (
+        "Elapsed 0.89 s, stopped before every file was read.")
+
+
+def test_one_file_at_a_time_is_not_called_cpu_bound_concurrency_that_saved_nothing():
+    assert format_time_spent(spent(1.3, 1.29, 0.0), 1, 0) == (
+        "Elapsed 1.30 s for 1.29 s of reading and checking rows (CPU work): no faster than one "
+        "file after another.")
 
 
 def test_a_batch_slower_than_its_files_claims_no_speed_up_and_no_cpu_bound():

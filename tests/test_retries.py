@@ -228,3 +228,24 @@ async def test_cancelling_during_a_wait_ends_the_batch_at_once_with_the_file_can
 async def test_retry_settings_out_of_range_raise_value_error(settings):
     with pytest.raises(ValueError):
         await process_batch(["a.csv"], delay=0, **settings)
+
+
+@pytest.mark.asyncio
+async def test_the_work_and_pauses_of_every_attempt_are_counted(monkeypatch):
+    # Two attempts, each of 0.5 s of work and 0.25 s of pauses; the first may pass.
+    tries = []
+
+    async def twice(filename, **options):
+        tries.append(filename)
+        status, error = ("error", "changed") if len(tries) == 1 else ("completed", None)
+        return processor.file_result(filename, status, seconds=0.8, work_time=0.5,
+                                     pause_time=0.25, error=error, retryable=error is not None)
+
+    monkeypatch.setattr(processor, "process_file", twice)
+
+    batch = await process_batch(["a.csv"], delay=0, retries=1, retry_delay=0)
+
+    result = batch["results"]["a.csv"]
+    assert (result["attempts"], result["work_time"], result["pause_time"]) == (2, 1.0, 0.5)
+    assert result["processing_time"] == 0.8  # the last attempt's, as before
+    assert (batch["summary"]["work_time"], batch["summary"]["pause_time"]) == (1.0, 0.5)

@@ -33,8 +33,8 @@ def without_timing(result: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def workers():
-    """Two worker processes (three, as max_concurrent is 3), started once for these tests."""
-    started = Workers(2, 3)
+    """Three worker processes, one a slot of a batch (max_concurrent 3), started once here."""
+    started = Workers(3)
     started.start()
     yield started
     started.stop()
@@ -172,26 +172,35 @@ async def test_a_cancelled_file_stops_its_worker_at_once_and_leaves_no_rejects_f
 
 
 @pytest.mark.asyncio
-async def test_a_worker_that_dies_makes_its_file_an_error_and_the_next_file_gets_a_new_one(
+async def test_a_worker_that_dies_makes_its_file_an_error_and_the_other_file_is_read_again(
         tmp_path, every_file_to_a_worker):
-    workers = Workers(1, 1)
+    workers = Workers(2)
     workers.start()
     try:
-        path = tmp_path / "doomed.csv"
-        path.write_text(HEADER + rows(2000))
         reader = functools.partial(read_client_file, ClientFiles())
-        progress = processor.FileProgress()
-        reading = asyncio.create_task(read_using_workers(workers, reader, str(path), delay=0.5,
-                                                         progress=progress))
-        while progress.tally.count == 0:
+        paths, tasks, progress = {}, {}, {}
+        for name in ("doomed", "spared"):
+            (tmp_path / name).mkdir()
+            paths[name] = tmp_path / name / f"{name}.csv"
+            paths[name].write_text(HEADER + rows(2000))  # 20 chunks of 100 rows
+            progress[name] = processor.FileProgress()
+            tasks[name] = asyncio.create_task(read_using_workers(
+                workers, reader, str(paths[name]), delay=0.05, progress=progress[name]))
+        while not all(file.tally.count for file in progress.values()):
             await asyncio.sleep(0.01)
-        for pid in list(workers.pool._processes):  # the one worker
-            os.kill(pid, signal.SIGKILL)
-        result = await reading
+        doomed = next(pid for pid in workers.pool._processes
+                      if has_open_file(pid, tmp_path / "doomed"))
+        os.kill(doomed, signal.SIGKILL)  # as the system's out-of-memory killer would
+        doomed_result, spared_result = await tasks["doomed"], await tasks["spared"]
 
-        assert result["status"] == "error" and result["retryable"]
-        assert "worker process died" in result["error"]
-        after = await read_using_workers(workers, reader, str(path), delay=0,
+        assert doomed_result["status"] == "error" and doomed_result["retryable"]
+        assert "its worker process died" in doomed_result["error"]
+        # The pool went down with the worker, and the other file was read again, whole, in a
+        # new one: 2,000 rows of 1.25.
+        assert (spared_result["status"], spared_result["total_amount_exact"]) == (
+            "completed", "2500.00")
+        assert spared_result["worker_pid"] in workers.pool._processes
+        after = await read_using_workers(workers, reader, str(paths["doomed"]), delay=0,
                                          progress=processor.FileProgress())
         assert (after["status"], after["total_transactions"]) == ("completed", 2000)
     finally:
@@ -235,6 +244,21 @@ def test_the_report_says_where_the_work_was_done(tmp_path):
 
     assert done.returncode == 0, done.stderr
     assert "of reading and checking rows (CPU work, in 1 worker)" in done.stdout
+    # The start is not part of the batch's elapsed time: it is told apart.
+    assert "Started 1 worker process in " in done.stderr
+
+
+def test_more_workers_than_slots_are_not_started_and_a_note_says_so(tmp_path):
+    big = big_file(tmp_path, "big.csv")
+
+    done = subprocess.run([sys.executable, PROCESSOR, "--delay", "0", "--workers", "4",
+                           "--max-concurrent", "2", big], capture_output=True, text=True,
+                          timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert ("processor.py: --workers 4: only 2 files are read at a time (--max-concurrent), "
+            "so 2 workers; raise --max-concurrent to use more cores") in done.stderr
+    assert "Started 2 worker processes in " in done.stderr
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
