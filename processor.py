@@ -1811,12 +1811,12 @@ async def read_and_report(job: WorkerJob) -> FileResult | None:
     return reading.result() | {"worker_pid": os.getpid()}
 
 
-def ignoring_stop_signals(start: Callable[[], None]) -> None:
-    """Call start, which starts processes, so that they ignore the stop signals from birth."""
+def ignoring(signals: Collection[int], start: Callable[[], None]) -> None:
+    """Call start, which starts processes, so that they ignore the signals from birth."""
     # An ignored signal stays ignored in a child, across exec too; so they are ignored as the
     # children start, and blocked meanwhile, so that one meant for this process waits.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    handlers = {number: signal.signal(number, signal.SIG_IGN) for number in STOP_SIGNALS}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    handlers = {number: signal.signal(number, signal.SIG_IGN) for number in signals}
     try:
         start()
     finally:
@@ -1853,10 +1853,10 @@ class Workers:
         from multiprocessing import forkserver, resource_tracker
         with signals_held():
             # The resource tracker, which the forkserver needs, ignores SIGINT and SIGTERM
-            # itself; but as it starts it unblocks them, which must not happen in the midst
-            # of ignoring_stop_signals, so it comes first.
-            resource_tracker.ensure_running()
-            ignoring_stop_signals(forkserver.ensure_running)
+            # itself; but as it starts it unblocks them, which must not happen while they are
+            # ignored here, or one would be lost: so it comes first, ignoring only SIGHUP.
+            ignoring([signal.SIGHUP], resource_tracker.ensure_running)
+            ignoring(STOP_SIGNALS, forkserver.ensure_running)
             # A stop signal would leave a process half started: it is held until all are.
             self.pool = self.new_pool()
             # The pool starts a worker for each job submitted while none is idle.

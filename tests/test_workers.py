@@ -407,3 +407,27 @@ def test_a_worker_stops_when_the_main_process_is_killed(tmp_path):
     while any(map(is_alive, processes)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [command_line(pid) for pid in processes if is_alive(pid)] == []
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("processes", [1, 2, 3], ids=["tracker", "forkserver", "a-worker"])
+def test_a_stop_signal_as_the_workers_start_is_neither_lost_nor_noisy(tmp_path, signal_number,
+                                                                     processes):
+    # Sent as soon as the first, second or third process of the start has appeared: the
+    # resource tracker, the forkserver, a worker.
+    paths = [big_file(tmp_path, f"big{n}.csv") for n in range(2)]
+    child = subprocess.Popen(
+        [sys.executable, PROCESSOR, "--delay", "0.01", "--workers", "2", *paths],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen = worker_pids(child.pid, at_least=processes)
+
+    os.killpg(child.pid, signal_number)
+    stdout, stderr = child.communicate(timeout=10)
+
+    assert child.returncode == 128 + signal_number, stderr
+    assert "Traceback" not in stderr and "Warning" not in stderr
+    deadline = time.monotonic() + 2
+    while any(map(is_alive, seen)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [command_line(pid) for pid in seen if is_alive(pid)] == []
