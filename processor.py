@@ -529,18 +529,24 @@ class CsvInput(NamedTuple):
     check_unchanged: Callable[[], None]  # raise FileChanged if the file changed since it was opened
     # Wait until the next chunk's lines have come: a pipe's may still be on their way.
     lines_arrived: Callable[[], Awaitable[None]] = always_there
+    # Read the text that lines would give next, about as many characters as asked ("" only at
+    # its end); lines then go on after it. The faster reader reads a file in blocks through it.
+    # None keeps it to lines: a block of a pipe could wait for bytes still to come.
+    read_block: Callable[[int], str] | None = None
 
 
 # How process_file opens a file: called with its name, in an async with statement.
 Opener = Callable[[str], AbstractAsyncContextManager[CsvInput]]
 
 
-def input_from_descriptor(fd: int, lines: Iterator[str], file_format: CsvFormat) -> CsvInput:
+def input_from_descriptor(fd: int, lines: Iterator[str], file_format: CsvFormat,
+                          read_block: Callable[[int], str]) -> CsvInput:
     """Return the input of a file's lines, read from its descriptor fd: progress and changes
     are told from the file's bytes."""
     before = os.fstat(fd)
     return CsvInput(lines, file_format, bytes_read=lambda: os.lseek(fd, 0, os.SEEK_CUR),
-                    check_unchanged=lambda: check_unchanged(before, os.fstat(fd)))
+                    check_unchanged=lambda: check_unchanged(before, os.fstat(fd)),
+                    read_block=read_block)
 
 
 @asynccontextmanager
@@ -550,7 +556,7 @@ async def open_csv(filename: str) -> AsyncIterator[CsvInput]:
     # The file is streamed, never read whole. A bad byte must not end the file, only its row:
     # surrogateescape keeps it as a marker that check_row finds.
     with open(filename, encoding="utf-8-sig", errors="surrogateescape", newline="") as file:
-        yield input_from_descriptor(file.fileno(), iter(file), CsvFormat())
+        yield input_from_descriptor(file.fileno(), iter(file), CsvFormat(), file.read)
 
 
 class WorkClock:
@@ -579,9 +585,12 @@ class WorkClock:
 class ChunkReader:
     """Reads a CSV file's header, then folds its records into a tally a chunk at a time."""
 
-    def __init__(self, lines: Iterable[str], file_format: CsvFormat = CsvFormat()) -> None:
-        """Read up to the header, the first non-blank record; raise FileProblem if it is unusable."""
+    def __init__(self, lines: Iterable[str], file_format: CsvFormat = CsvFormat(),
+                 read_block: Callable[[int], str] | None = None) -> None:
+        """Read up to the header, the first non-blank record; raise FileProblem if it is unusable.
+        read_block, if given, reads on from where lines are (see CsvInput)."""
         self.lines = iter(lines)
+        self.read_block = read_block  # for the faster reader
         self.lines_read = 0
         self.seen_dates: set[str] = set()  # dates of rows counted, for the faster reader
         self.columns = self.read_header(file_format)
@@ -656,7 +665,7 @@ async def process_file(
 
     try:
         async with open_input(filename) as source:
-            reader = ChunkReader(source.lines, source.format)
+            reader = ChunkReader(source.lines, source.format, source.read_block)
             while True:
                 # A pipe's next lines may still be on their way. Waited for here, at an await,
                 # they hold up only this file; a read that waited would freeze them all.
@@ -1653,8 +1662,8 @@ class ClientFiles:
     async def open_file(self, filename: str) -> AsyncIterator[CsvInput]:
         check_regular_file(filename)
         with open(filename, "rb") as raw, \
-                self.read_text(raw, first_bytes(raw)) as (lines, file_format):
-            yield input_from_descriptor(raw.fileno(), lines, file_format)
+                self.read_text(raw, first_bytes(raw)) as (lines, read_block, file_format):
+            yield input_from_descriptor(raw.fileno(), lines, file_format, read_block)
 
     @asynccontextmanager
     async def open_gzip(self, filename: str) -> AsyncIterator[CsvInput]:
@@ -1663,9 +1672,10 @@ class ClientFiles:
         check_regular_file(filename)
         try:
             with open(filename, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped, \
-                    self.read_text(unzipped, first_bytes(unzipped)) as (lines, file_format):
+                    self.read_text(unzipped, first_bytes(unzipped)) as (
+                        lines, read_block, file_format):
                 # Progress and changes are told from the compressed bytes: those are the file.
-                yield input_from_descriptor(raw.fileno(), lines, file_format)
+                yield input_from_descriptor(raw.fileno(), lines, file_format, read_block)
         except (EOFError, zlib.error, gzip.BadGzipFile) as error:
             # Raised as the rows are read, it comes out of process_file's with block through
             # here. A file cut short was not read to its end: none of its rows may count.
@@ -1683,8 +1693,9 @@ class ClientFiles:
             raise FileProblem(f"Cannot read standard input: {error.strerror or error}") from None
         try:
             await pump.lines_arrived()  # the header's, at least
+            # Lines only: a block could make the loop wait for the pipe (see CsvInput).
             with self.read_text(io.BufferedReader(pump), bytes(pump.buffer[:4])) as (
-                    lines, file_format):
+                    lines, _, file_format):
                 yield CsvInput(lines, file_format, bytes_read=lambda: pump.taken,
                                check_unchanged=ignore, lines_arrived=pump.lines_arrived)
         except OSError as error:
@@ -1694,9 +1705,9 @@ class ClientFiles:
 
     @contextmanager
     def read_text(self, binary: "io.BufferedReader | gzip.GzipFile", start: bytes,
-                  ) -> Iterator[tuple[Iterator[str], CsvFormat]]:
-        """Read binary, whose first bytes are start, as lines of text; yield them, and the
-        format they are written in."""
+                  ) -> Iterator[tuple[Iterator[str], Callable[[int], str], CsvFormat]]:
+        """Read binary, whose first bytes are start, as lines of text; yield them, a function
+        that reads on from where they are (see CsvInput), and the format they are written in."""
         if start.startswith(GZIP_MAGIC):
             raise FileProblem("Compressed with gzip: a file must be named .gz, standard input "
                               "piped through zcat")
@@ -1705,11 +1716,17 @@ class ClientFiles:
         try:
             file_format = CsvFormat(encoding, self.delimiter or ",", self.decimal_comma)
             if self.delimiter is not None:
-                yield text, file_format
+                yield text, text.read, file_format
             else:
                 header = read_header_lines(text)
                 delimiter = guess_delimiter(header, file_format)
-                yield itertools.chain(header, text), file_format._replace(delimiter=delimiter)
+                # The lines read for the header come again, before the rest. The header may end
+                # before them (a quote in a name can make them run on): a first block takes what
+                # it left of them.
+                unread = iter(header)
+                yield (itertools.chain(unread, text),
+                       lambda size: "".join(unread) + text.read(size),
+                       file_format._replace(delimiter=delimiter))
         finally:
             # Once garbage, text would close the streams under it, down to binary: the caller's
             # to close, and for standard input, sys.stdin's. Detached, it lets go of them.
