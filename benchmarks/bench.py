@@ -123,12 +123,12 @@ def write_european(source: Path, path: Path) -> None:
 
 def without_fast_path(path: Path) -> int:
     """process_file with every chunk left to the csv module and check_row."""
-    fast_path = processor.check_simple_lines
-    processor.check_simple_lines = lambda *arguments: None
+    fast_path = processor.fold_simple_chunk
+    processor.fold_simple_chunk = lambda *arguments: None
     try:
         return processor_run(path)
     finally:
-        processor.check_simple_lines = fast_path
+        processor.fold_simple_chunk = fast_path
 
 
 def best_rows_per_second(readers: list[Callable[[Path], int]], path: Path,

@@ -47,14 +47,14 @@ def fast_path_answers(monkeypatch) -> list[bool]:
     """Return a list that gets, for each chunk process_file reads, whether the faster reader
     took it (True) or left it to the csv module (False)."""
     answers: list[bool] = []
-    real_check = processor.check_simple_lines
+    real_fold = processor.fold_simple_chunk
 
-    def recording_check(*args):
-        rows = real_check(*args)
-        answers.append(rows is not None)
-        return rows
+    def recording_fold(*args):
+        folded = real_fold(*args)
+        answers.append(folded is not None)
+        return folded
 
-    monkeypatch.setattr(processor, "check_simple_lines", recording_check)
+    monkeypatch.setattr(processor, "fold_simple_chunk", recording_fold)
     return answers
 
 

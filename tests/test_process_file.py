@@ -1,6 +1,7 @@
 """process_file on real files: statistics by hand, file-level errors, line numbers, batches, yielding."""
 import asyncio
 import csv
+import gzip
 import io
 import os
 import signal
@@ -415,7 +416,7 @@ async def test_the_fast_path_gives_exactly_what_the_csv_module_and_check_row_giv
     path = write_csv("batches.csv", write_as(batch_crossing_file()))
 
     with_fast_path = await process_file(path, delay=0, open_input=open_input)
-    monkeypatch.setattr(processor, "check_simple_lines", lambda *args: None)
+    monkeypatch.setattr(processor, "fold_simple_chunk", lambda *args: None)
     without = await process_file(path, delay=0, open_input=open_input)
 
     # Lines 102-201 and 403-502 are the batches with nothing odd in them.
@@ -451,6 +452,160 @@ async def test_the_csv_field_limit_holds_on_simple_lines_too(write_csv):
     assert result["total_transactions"] == 2
     assert result["row_errors"] == [
         {"line": 3, "reason": "cannot be read as CSV: field larger than field limit (100)"}]
+
+
+# --- Blocks: the faster reader takes a file's text a block at a time ---
+
+# Odd records, each put in a file of good ones at chunk boundaries; {n} is the record's line.
+ODD_RECORDS = {
+    "quoted-field": 'T{n},C1,"1.00",2024-01-01,dining\n',
+    "quoted-line-end": 'T{n},C1,1.00,2024-01-01,"two\nlines"\n',
+    "quoted-crlf": 'T{n},C1,1.00,2024-01-01,"two\r\nlines"\r\n',
+    "quote-never-closed": 'T{n},C1,1.00,2024-01-01,"open\n',
+    "quote-inside-a-field": "T{n},C1,1.00,2024-01-01,in\"side\n",
+    "crlf": "T{n},C1,1.00,2024-01-01,dining\r\n",
+    "bare-cr": "T{n},C1,1.00,2024-01-01,dining\r",
+    "blank-line": "\n",
+    "commas-only": ",,,,\n",
+    "too-few-fields": "T{n},C1,1.00,2024-01-01\n",
+    "too-many-fields": "T{n},C1,1.00,2024-01-01,dining,extra\n",
+    "counts-making-up": "T{n},C1,1.00,2024-01-01\nT{n},C1,1.00,2024-01-01,dining,extra\n",
+    "undecodable-byte": "T{n},C1,1.00,2024-01-01,caf\udce9\n",
+    "padded-values": "T{n}, C1 , 1.00 ,2024-01-01, fuel \n",
+    "blank-id": "  ,C1,1.00,2024-01-01,dining\n",
+    "unicode-space-category": "T{n},C1,1.00,2024-01-01,\u3000\n",
+    "non-ascii-category": "T{n},C1,1.00,2024-01-01,caf\u00e9\n",
+    "bad-amount": "T{n},C1,1e3,2024-01-01,dining\n",
+    "amount-with-comma": "T{n},C1,\"1,5\",2024-01-01,dining\n",
+    "bad-date": "T{n},C1,1.00,2024-02-30,dining\n",
+    "new-date": "T{n},C1,1.00,2023-12-31,dining\n",
+    "nul-byte": "T{n},C1,1\x002.00,2024-01-01,dining\n",
+}
+ODD_LINES = (2, 100, 101, 102, 201, 250)  # around the chunks' first and last lines
+
+
+def file_with_odd_records(odd: str, *, last_line_ended: bool = True) -> str:
+    """Return a file of good rows with the odd record at each of ODD_LINES (as its first line)."""
+    parts, line = [HEADER], 2
+    while line < 260:
+        parts.append(odd.format(n=line) if line in ODD_LINES else good(line))
+        line += parts[-1].count("\n") or 1
+    text = "".join(parts)
+    return text if last_line_ended else text.rstrip("\r\n")
+
+
+def written_as(text: str, how: str) -> bytes:
+    """Return a file's bytes, written as a client might have written it."""
+    data = text.encode("utf-8", "surrogateescape")
+    if how == "gzip":
+        return gzip.compress(data)
+    if how == "utf-16":
+        return text.replace("\udce9", "?").encode("utf-16")
+    if how == "semicolons":
+        return european(text).encode("utf-8", "surrogateescape")
+    return data
+
+
+async def block_and_row_results(path: str, open_input, monkeypatch, block_characters: int):
+    """Return process_file's result and the rows rejected, read in blocks of block_characters,
+    and then read by the row-by-row path alone."""
+    runs = []
+    for block_reader in (True, False):
+        rejected: list = []
+        with monkeypatch.context() as patch:
+            patch.setattr(processor, "BLOCK_CHARACTERS", block_characters)
+            if not block_reader:
+                patch.setattr(processor, "fold_simple_chunk", lambda *args: None)
+            result = await process_file(path, delay=0, open_input=open_input,
+                                        on_rejected=lambda names, rows: rejected.extend(rows))
+        runs.append((without_times(result), rejected))
+    return runs
+
+
+CLIENT_FILES = processor.ClientFiles().open_input
+READERS = {
+    "lesson": ("plain", processor.open_csv),
+    "client-files": ("plain", CLIENT_FILES),
+    "gzip": ("gzip", CLIENT_FILES),
+    "utf-16": ("utf-16", CLIENT_FILES),
+    "semicolons-and-decimal-commas": ("semicolons",
+                                      processor.ClientFiles(decimal_comma=True).open_input),
+}
+
+
+@pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
+@pytest.mark.parametrize("odd", ODD_RECORDS.values(), ids=ODD_RECORDS.keys())
+@pytest.mark.asyncio
+async def test_the_block_reader_gives_exactly_what_the_row_by_row_path_gives(
+        write_csv, monkeypatch, odd, reader):
+    how, open_input = reader
+    name = "odd.csv.gz" if how == "gzip" else "odd.csv"
+    for last_line_ended in (True, False):
+        text = file_with_odd_records(odd, last_line_ended=last_line_ended)
+        path = write_csv(name, written_as(text, how))
+        # Small blocks end anywhere: inside a line, a record, a chunk, between \r and \n.
+        for block_characters in (1, 83, 1000, processor.BLOCK_CHARACTERS):
+            in_blocks, row_by_row = await block_and_row_results(path, open_input, monkeypatch,
+                                                                block_characters)
+
+            assert in_blocks == row_by_row, (last_line_ended, block_characters)
+
+
+@pytest.mark.asyncio
+async def test_lines_read_for_a_header_whose_quotes_run_on_are_read_before_the_blocks(
+        write_csv, monkeypatch):
+    # The quote in the last name makes the header's lines run on to line 150, the next with one.
+    rows = [good(n).replace("\n", ",x\n") for n in range(2, 260)]
+    rows[150 - 2] = rows[150 - 2].replace(",x", ',x"')
+    path = write_csv("header.csv", HEADER.replace("\n", ',no"te\n') + "".join(rows))
+
+    in_blocks, row_by_row = await block_and_row_results(path, CLIENT_FILES, monkeypatch, 83)
+
+    assert in_blocks == row_by_row
+    assert in_blocks[0]["total_transactions"] == 258  # lines 2-259
+
+
+@pytest.mark.asyncio
+async def test_fields_longer_than_the_csv_limit_are_found_in_blocks_longer_than_it(
+        write_csv, monkeypatch):
+    text = file_with_odd_records("T{n},C1,1.00,2024-01-01," + "a" * 150 + "\n")
+    path = write_csv("long.csv", text)
+    limit = csv.field_size_limit(100)
+    try:
+        in_blocks, row_by_row = await block_and_row_results(path, processor.open_csv, monkeypatch,
+                                                            processor.BLOCK_CHARACTERS)
+    finally:
+        csv.field_size_limit(limit)
+
+    assert in_blocks == row_by_row
+    assert in_blocks[0]["invalid_rows"] == len(ODD_LINES)
+
+
+def test_each_chunk_folded_from_blocks_is_a_whole_chunk_until_the_end(monkeypatch):
+    monkeypatch.setattr(processor, "BLOCK_CHARACTERS", 64)  # less than two lines at a time
+    text = io.StringIO(HEADER + rows_of(250))
+    reader = processor.ChunkReader(text, read_block=text.read)
+    tally = processor.FileTally()
+
+    folded = [reader.fold_chunk(tally) for _ in range(4)]
+
+    assert folded == [100, 100, 50, 0]
+    assert (tally.count, reader.lines_read) == (250, 251)
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.mark.asyncio
+async def test_a_file_of_simple_lines_is_read_in_blocks_not_a_line_at_a_time(write_csv,
+                                                                            monkeypatch, end):
+    path = write_csv("simple.csv", (HEADER + rows_of(250)).replace("\n", end))
+    chunks_of_lines: list = []
+    monkeypatch.setattr(processor, "check_simple_lines",
+                        lambda *args: chunks_of_lines.append(args))
+
+    result = await process_file(path, delay=0)
+
+    assert result["total_transactions"] == 250
+    assert chunks_of_lines == []
 
 
 # --- Yielding to the event loop ---
