@@ -2121,17 +2121,21 @@ async def read_using_workers(workers: Workers, read_file: FileReader, filename: 
     if filename == STDIN or file_size(filename) < WORKER_MIN_BYTES:
         return await read_file(filename, delay=delay, progress=progress)
     started = time.perf_counter()
-    while True:
+    # A pool that another file's dying worker took down is replaced, and the file read again
+    # in the new one; but only once, in case its own worker's death went unseen.
+    for read_again in (False, True):
         try:
             return await read_in_a_worker(
                 workers, WorkerJob(read_file, filename, delay, workers.free_cells.pop()),
                 progress)
         except WorkerDied:
-            return file_result(filename, "error", seconds=time.perf_counter() - started,
-                               retryable=True, error="its worker process died (killed by the "
-                               "system, out of memory?): the file was not read to its end")
+            break
         except BrokenProcessPool:
-            pass  # its worker was well: the file is read again, from the start, in a new pool
+            if read_again:
+                break
+    return file_result(filename, "error", seconds=time.perf_counter() - started,
+                       retryable=True, error="its worker process died (killed by the system, "
+                       "out of memory?): the file was not read to its end")
 
 
 # --- Saving to SQLite ---
