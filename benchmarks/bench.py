@@ -329,25 +329,29 @@ def measure_workers(folder: Path, one: Path, sizes: Sizes) -> list[Figure]:
     for copy in six[1:]:
         shutil.copyfile(one, copy)
     small = sorted((folder / "small").glob("*.csv"))
-    floor = best_rows_per_second([floor_baseline], one, sizes.runs)["floor_baseline"]
+    floors = [best_rows_per_second([floor_baseline], one, sizes.runs)["floor_baseline"]]
     figures = []
     with started_workers() as with_workers:
+        seconds = {}
         for paths, target in [(six, 1.8), (six[:3], 1.6), (small, 0.95)]:
             alone = best_batch_seconds(paths, client_reader(), sizes.batch_runs)
-            shared = best_batch_seconds(paths, with_workers, sizes.batch_runs)
+            seconds[len(paths)] = shared = best_batch_seconds(paths, with_workers, sizes.batch_runs)
             label = (f"{len(paths)} x {sizes.rows:,} rows" if paths is not small
                      else f"{len(paths):,} files of 10 rows")
             figures.append(Figure(f"--workers {WORKERS} vs none, {label}",
                                   f"{alone / shared:.2f}x ({shared:.2f} vs {alone:.2f} s)",
                                   f">= {target:.2f}x", alone / shared >= target))
-            if paths is six:
-                rows_per_second = len(six) * sizes.rows / shared
-                figures.append(Figure(
-                    f"--workers {WORKERS}, {len(six)} files, vs csv.reader on one core",
-                    f"{rows_per_second / floor:.2f}x ({rows_per_second / 1e6:.2f} vs "
-                    f"{floor / 1e6:.2f} M rows/s)", ">= 1.40x", rows_per_second / floor >= 1.4))
         _, probe = asyncio.run(run_with_probe([str(path) for path in six[:3]], folder,
                                               with_workers))
+    # The machine's speed wanders: the floor is measured before and after the batches, and the
+    # faster of the two counts, so that a slow moment cannot flatter the workers.
+    floors.append(best_rows_per_second([floor_baseline], one, sizes.runs)["floor_baseline"])
+    floor = max(floors)
+    rows_per_second = len(six) * sizes.rows / seconds[len(six)]
+    figures.insert(1, Figure(f"--workers {WORKERS}, {len(six)} files, vs csv.reader on one core",
+                             f"{rows_per_second / floor:.2f}x ({rows_per_second / 1e6:.2f} vs "
+                             f"{floor / 1e6:.2f} M rows/s)", ">= 1.40x",
+                             rows_per_second / floor >= 1.4))
     stall_ms = probe.worst_stall_s * 1000
     figures.append(Figure("worst event-loop stall, workers busy", f"{stall_ms:.1f} ms",
                           "<= 20 ms", stall_ms <= 20))
