@@ -104,7 +104,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 REQUIRED_COLUMNS = ("transaction_id", "customer_id", "amount", "date", "category")
-ROWS_PER_CHUNK = 100  # records (lines, in a simple file) read between two yields to the loop
+ROWS_PER_CHUNK = 100  # records (lines, in a simple file) folded between two yields to the loop
 MAX_ROW_ERRORS = 100
 SPINNER_FRAMES = "\\|/-"
 SPINNER_INTERVAL_S = 0.1
@@ -167,8 +167,8 @@ class FileResult(TypedDict):
     top_category: str | None
     date_range: DateRange
     processing_time: float
-    work_time: float  # the CPU seconds its own code ran, reading and checking rows (in a batch,
-    pause_time: float  # every attempt's), and the simulated I/O it slept: delay x the pauses
+    work_time: float  # CPU seconds of its own work, reading and checking rows (in a batch, of every attempt)
+    pause_time: float  # seconds of simulated I/O it slept: delay x the pauses (the same)
     invalid_rows: int
     row_errors: list[RowError]
     error: str | None
@@ -177,7 +177,7 @@ class FileResult(TypedDict):
     attempts: int  # more than 1 when the coordinator tried the file again
     earlier_errors: list[str]  # the error of each attempt before the last, in order
     rejects_file: str | None  # the file that kept every rejected row, when one was asked for
-    worker_pid: int | None  # the worker process that read it; None for the event loop's thread
+    pid: int  # the process that read it: this one, or with --workers maybe another
     slot: int | None  # under process_batch, the slot (1, 2, ...) its last attempt held
     start_offset: float | None  # and when it took and left that slot, in seconds from the
     end_offset: float | None  # batch's start; None for a file never processed in a batch
@@ -476,7 +476,7 @@ def file_result(filename: str, status: Status, tally: FileTally | None = None, *
         "invalid_rows": tally.invalid_rows,
         "row_errors": tally.row_errors, "error": error, "delimiter": delimiter,
         "retryable": retryable,
-        "attempts": 1, "earlier_errors": [], "rejects_file": None, "worker_pid": None,
+        "attempts": 1, "earlier_errors": [], "rejects_file": None, "pid": os.getpid(),
         "slot": None, "start_offset": None, "end_offset": None,
     }
 
@@ -578,7 +578,7 @@ class WorkClock:
         await awaitable
         self.since = time.thread_time()
 
-    def stop(self) -> float:
+    def worked(self) -> float:
         """Return the seconds worked, counting those since the last await."""
         return self.working + time.thread_time() - self.since
 
@@ -658,12 +658,15 @@ async def process_file(
     clock = WorkClock()
     pauses = 0
 
-    def result(status: Status, **details: Any) -> FileResult:
-        return file_result(filename, status, seconds=time.perf_counter() - started,
-                           work_time=clock.stop(), pause_time=pauses * delay, **details)
+    def result(status: Status, tally: FileTally | None = None, *, error: str | None = None,
+               delimiter: str | None = None, retryable: bool = False) -> FileResult:
+        return file_result(filename, status, tally, seconds=time.perf_counter() - started,
+                           work_time=clock.worked(), pause_time=pauses * delay, error=error,
+                           delimiter=delimiter, retryable=retryable)
 
     try:
         async with open_input(filename) as source:
+            clock = WorkClock()  # anew: opening may have waited for a pipe's first lines
             reader = ChunkReader(source.lines, source.format, source.read_block)
             while True:
                 # A pipe's next lines may still be on their way. Waited for here, at an await,
@@ -686,7 +689,7 @@ async def process_file(
         return result("error", error=error.strerror or str(error), retryable=True)
     except FileProblem as problem:
         return result("error", error=str(problem), retryable=problem.may_pass)
-    return result("completed", tally=tally, delimiter=reader.columns.format.delimiter)
+    return result("completed", tally, delimiter=reader.columns.format.delimiter)
 
 
 # --- The spinner ---
@@ -1244,21 +1247,21 @@ SPEEDUP_SHOWN = 1.05  # a batch less than 5% faster than one file after another 
 
 def format_time_spent(summary: BatchSummary, most_at_once: int, processes: int) -> str:
     """Return the elapsed time, where the files' time went, and what running them concurrently
-    saved: most_at_once files at a time, processes worker processes (0: all on this thread)."""
+    saved: most_at_once files at a time, read by that many processes (1: all on this thread)."""
     elapsed, work, pause = summary["elapsed"], summary["work_time"], summary["pause_time"]
     if summary["cancelled_files"]:  # the files not read would have taken time, how much unknown
         return f"Elapsed {elapsed:.2f} s, stopped before every file was read."
-    if summary["total_transactions"] + summary["invalid_rows"] == 0:  # every file failed
+    if summary["total_transactions"] + summary["invalid_rows"] == 0:  # not a row was read
         return f"Elapsed {elapsed:.2f} s."
     speedup = (work + pause) / elapsed if elapsed > 0 else 0.0
-    if (speedup < SPEEDUP_SHOWN and most_at_once > 1 and not processes and pause <= work
+    if (speedup < SPEEDUP_SHOWN and most_at_once > 1 and processes == 1 and pause <= work
             and work >= elapsed / 2):
         return (f"Elapsed {elapsed:.2f} s, {work:.2f} s of it reading and checking rows: "
                 "CPU-bound work, which one thread does one file at a time, so running files "
                 "concurrently saved nothing (--workers N reads files of 1 MiB or more on more "
                 "cores).")
     parts = [f"{work:.2f} s of reading and checking rows (CPU work"
-             + (f", in {plural(processes, 'worker')})" if processes else ")")]
+             + (f", in {processes} processes)" if processes > 1 else ")")]
     if speedup < SPEEDUP_SHOWN:  # one file at a time, say, or a batch that waited to retry one
         parts += [f"{pause:.2f} s of simulated I/O"] if pause else []
         return (f"Elapsed {elapsed:.2f} s for {' and '.join(parts)}: no faster than one file "
@@ -1315,7 +1318,7 @@ def format_report(batch: BatchResult, width: int | None = None) -> str:
                          f"{plural(summary['invalid_rows'], 'row')} rejected"], width)
     speedup = format_time_spent(
         summary, max((result["slot"] or 0 for result in results), default=0),
-        len({result["worker_pid"] for result in results} - {None}))
+        len({result["pid"] for result in results}))
     lines += [speedup] if width is None else wrap(speedup, width)
     return "\n".join(format_file_table(results, width) + lines)
 
@@ -1366,7 +1369,7 @@ def exit_code(batch: BatchResult, stopped_by: int | None = None, *, all_saved: b
 # times faster (see benchmarks/bench.py). The rules are check_row's: a chunk the faster reader
 # is unsure of goes to check_row, a row at a time.
 
-BLOCK_CHARACTERS = 2 ** 16  # read at a time: a few chunks of most files' lines
+BLOCK_CHARACTERS = 2 ** 16  # read at a time: some fifteen chunks of most files' lines
 MAX_SEEN_DATES = 10_000
 AMOUNTS_TEXT = re.compile(r"[0-9.+\n-]*")  # amounts, one a line, of nothing but these
 # What str.strip takes off the ends of an ASCII field, but line ends: no simple field has one.
@@ -1505,8 +1508,9 @@ class TextBlocks:
 
     def read_next_block(self, width: int, delimiter: str) -> SimpleBlock | None:
         """Return the next block of text, up to the end of its last whole chunk (or of the file),
-        split, if its lines are simple. Return None if they are not, keeping them to be read as
-        lines; and while such lines are left, or if the file cannot be read in blocks."""
+        split, if its lines are simple. Return None if they are not, and keep them to be read
+        as lines. Return None too while such lines are left, and for a file that cannot be read
+        in blocks."""
         if self.read_block is None or self.ahead.tell() < self.ahead_length:
             return None
         text = self.carry
@@ -1911,9 +1915,10 @@ class ClientFiles:
 WORKER_MIN_BYTES = 2 ** 20
 WORKER_REPORT_S = 0.05  # how often a worker tells its progress, and looks for word to stop
 WORKER_WATCH_S = 0.5  # without process descriptors, how often a worker looks for the main one
-# The numbers in a job's cell, in this order: the worker's pid, its progress, and word to stop.
-WORKER, PROGRESS, ROWS, REJECTED, STOP = range(5)
-CELL_SIZE = 5
+# A job's cell: the worker's pid, its progress (bytes read, valid rows, rejected rows), and a
+# word to stop, in this order.
+WORKER, BYTES_READ, ROWS, REJECTED, STOP = range(5)
+CELL_SIZE = STOP + 1
 
 
 class WorkerJob(NamedTuple):
@@ -1940,24 +1945,24 @@ def start_worker(cells: "ctypes.Array[ctypes.c_int64]", main: int) -> None:
 def end_with(main: int) -> None:
     """In a worker's own thread: end the worker once the main process has ended."""
     # Killed (kill -9), the main process tells no one, and a worker would read on, or wait for
-    # its next file, for ever. A process descriptor (Linux) becomes readable as the process
-    # ends; elsewhere, kill(pid, 0) asks whether it is still there, which a killed process
-    # whose parent has yet to collect it, a zombie, still is.
+    # its next file, for ever. A process descriptor (Linux 5.3 on) becomes readable as the
+    # process ends; elsewhere, kill(pid, 0) asks whether it is still there, which a killed
+    # process whose parent has yet to collect it, a zombie, still is.
     import select
     try:
         select.select([os.pidfd_open(main)], [], [])
-    except AttributeError:
+    except ProcessLookupError:  # it had ended already
+        pass
+    except (AttributeError, OSError):  # no process descriptors here
         with suppress(OSError):
             while True:
                 os.kill(main, 0)
                 time.sleep(WORKER_WATCH_S)
-    except OSError:  # it had ended already
-        pass
     os._exit(1)
 
 
-def read_in_worker(job: WorkerJob) -> FileResult | None:
-    """In a worker process: return the file's result, or None if the parent said to stop."""
+def run_job(job: WorkerJob) -> FileResult | None:
+    """In a worker process: return the file's result, or None if the main process said to stop."""
     return asyncio.run(read_and_report(job))
 
 
@@ -1971,21 +1976,23 @@ async def read_and_report(job: WorkerJob) -> FileResult | None:
     reading: asyncio.Task[FileResult] = asyncio.create_task(
         job.read_file(job.filename, delay=job.delay, progress=progress))
     while not reading.done():
-        worker_cells[cell + PROGRESS] = progress.bytes_read
+        worker_cells[cell + BYTES_READ] = progress.bytes_read
         worker_cells[cell + ROWS] = progress.tally.count
         worker_cells[cell + REJECTED] = progress.tally.invalid_rows
-        if worker_cells[cell + STOP]:
-            reading.cancel()  # the reader's finally blocks remove what it wrote
+        if worker_cells[cell + STOP] and not reading.cancelling():
+            reading.cancel()  # once: the reader's finally blocks remove what it wrote
         await asyncio.wait([reading], timeout=WORKER_REPORT_S)
     if reading.cancelled():
         return None
-    return reading.result() | {"worker_pid": os.getpid()}
+    return reading.result()
 
 
-def ignoring(signals: Collection[int], start: Callable[[], None]) -> None:
+def start_ignoring(signals: Collection[int], start: Callable[[], None]) -> None:
     """Call start, which starts processes, so that they ignore the signals from birth."""
     # An ignored signal stays ignored in a child, across exec too; so they are ignored as the
-    # children start, and blocked meanwhile, so that one meant for this process waits.
+    # children start, and blocked meanwhile, so that one meant for this process waits. Blocked
+    # in this thread only: another thread could take one and, ignored, lose it. So workers
+    # are started before any other thread.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     handlers = {number: signal.signal(number, signal.SIG_IGN) for number in signals}
     try:
@@ -2019,44 +2026,62 @@ class Workers:
         self.ended: set[int] = set()  # the workers this process killed (see lost)
 
     def start(self) -> None:
-        """Start the worker processes, and wait until each has imported this module."""
-        from concurrent.futures import wait
+        """Start the worker processes, and wait until each has taken a job (which it does once
+        it has imported this module). Raise BrokenProcessPool if one died in the midst of it."""
         from multiprocessing import forkserver, resource_tracker
         with signals_held():
             # The resource tracker, which the forkserver needs, ignores SIGINT and SIGTERM
             # itself; but as it starts it unblocks them, which must not happen while they are
             # ignored here, or one would be lost: so it comes first, ignoring only SIGHUP.
-            ignoring([signal.SIGHUP], resource_tracker.ensure_running)
-            ignoring(STOP_SIGNALS, forkserver.ensure_running)
+            start_ignoring([signal.SIGHUP], resource_tracker.ensure_running)
+            start_ignoring(STOP_SIGNALS, forkserver.ensure_running)
             # A stop signal would leave a process half started: it is held until all are.
             self.pool = self.new_pool()
-            # The pool starts a worker for each job submitted while none is idle.
-            wait([self.pool.submit(ignore) for _ in range(self.count)])
+            # The pool starts a worker for each job submitted while none is idle. A worker
+            # ready early may take more than one, so they are sent until each has had one.
+            ready: set[int] = set()
+            while len(ready) < self.count:
+                ready.update(job.result() for job in [self.pool.submit(os.getpid)
+                                                      for _ in range(self.count)])
 
     def new_pool(self) -> "ProcessPoolExecutor":
+        """Return a pool of count workers, each started when a job first needs it."""
         from concurrent.futures import ProcessPoolExecutor
         return ProcessPoolExecutor(self.count, mp_context=self.context,
                                    initializer=start_worker, initargs=(self.cells, os.getpid()))
 
-    def submit(self, job: WorkerJob) -> "tuple[ProcessPoolExecutor, Future[FileResult | None]]":
-        """Send the job to a worker; return the pool and the job's future. Its cell is freed
-        once the job is done."""
-        if self.pool is None:  # a dead worker broke the last one
-            self.pool = self.new_pool()
+    def submit(self, read_file: FileReader, filename: str, delay: float,
+               ) -> "tuple[WorkerJob, ProcessPoolExecutor, Future[FileResult | None]]":
+        """Send a file to a worker; return its job, the pool and the job's future. The job's
+        cell is freed once the job is done."""
+        from concurrent.futures.process import BrokenProcessPool
+        job = WorkerJob(read_file, filename, delay, self.free_cells.pop())
         self.cells[job.cell * CELL_SIZE:(job.cell + 1) * CELL_SIZE] = [0] * CELL_SIZE
-        future = self.pool.submit(read_in_worker, job)
+        try:
+            if self.pool is None:  # a dead worker broke the last one
+                self.pool = self.new_pool()
+            try:
+                future = self.pool.submit(run_job, job)
+            except BrokenProcessPool:  # a worker died while it had no file: nothing is lost
+                self.lost(self.pool)
+                self.pool = self.new_pool()
+                future = self.pool.submit(run_job, job)
+        except BaseException:
+            self.free_cells.append(job.cell)
+            raise
         # Called in the pool's own thread: list.append is atomic, no lock needed.
         future.add_done_callback(lambda _: self.free_cells.append(job.cell))
-        return self.pool, future
+        return job, self.pool, future
 
     def tell_progress(self, cell: int, progress: FileProgress) -> None:
         """Copy a job's progress from its cell, for the monitor and the dashboard."""
         start = cell * CELL_SIZE
-        progress.bytes_read = self.cells[start + PROGRESS]
+        progress.bytes_read = self.cells[start + BYTES_READ]
         progress.tally.count = self.cells[start + ROWS]
         progress.tally.invalid_rows = self.cells[start + REJECTED]
 
     def stop_job(self, cell: int) -> None:
+        """Tell the worker with this job to stop it."""
         self.cells[cell * CELL_SIZE + STOP] = 1
 
     def died_on_its_own(self, cell: int) -> bool:
@@ -2088,12 +2113,12 @@ class WorkerDied(Exception):
     """The worker reading a file has died: the file was not read to its end."""
 
 
-async def read_in_a_worker(workers: Workers, job: WorkerJob,
-                           progress: FileProgress) -> FileResult:
+async def read_in_a_worker(workers: Workers, read_file: FileReader, filename: str,
+                           delay: float, progress: FileProgress) -> FileResult:
     """Read a file in a worker process, following its progress. Raise WorkerDied if its
     worker died, BrokenProcessPool if another worker did and took the pool down with it."""
     from concurrent.futures.process import BrokenProcessPool
-    pool, done = workers.submit(job)
+    job, pool, done = workers.submit(read_file, filename, delay)
     # What loop.run_in_executor does, but keeping the pool's future, whose callback frees
     # the cell once the worker, not this task, is done with the file.
     result = asyncio.wrap_future(done)
@@ -2101,7 +2126,9 @@ async def read_in_a_worker(workers: Workers, job: WorkerJob,
         while not result.done():
             await asyncio.wait([result], timeout=WORKER_REPORT_S)
             workers.tell_progress(job.cell, progress)
-        return result.result() or file_result(job.filename, "cancelled")
+        finished = result.result()
+        assert finished is not None  # None only once told to stop, with no one waiting for it
+        return finished
     except BrokenProcessPool:
         died = workers.died_on_its_own(job.cell)  # asked before lost() ends the others
         workers.lost(pool)
@@ -2121,21 +2148,18 @@ async def read_using_workers(workers: Workers, read_file: FileReader, filename: 
     if filename == STDIN or file_size(filename) < WORKER_MIN_BYTES:
         return await read_file(filename, delay=delay, progress=progress)
     started = time.perf_counter()
-    # A pool that another file's dying worker took down is replaced, and the file read again
-    # in the new one; but only once, in case its own worker's death went unseen.
-    for read_again in (False, True):
+    try:
         try:
-            return await read_in_a_worker(
-                workers, WorkerJob(read_file, filename, delay, workers.free_cells.pop()),
-                progress)
-        except WorkerDied:
-            break
+            return await read_in_a_worker(workers, read_file, filename, delay, progress)
         except BrokenProcessPool:
-            if read_again:
-                break
-    return file_result(filename, "error", seconds=time.perf_counter() - started,
-                       retryable=True, error="its worker process died (killed by the system, "
-                       "out of memory?): the file was not read to its end")
+            # Another file's worker died, and took the pool down: its own was well. It is read
+            # again, from the start, in the new pool; but once only, in case its worker's
+            # death went unseen.
+            return await read_in_a_worker(workers, read_file, filename, delay, progress)
+    except (WorkerDied, BrokenProcessPool):
+        return file_result(filename, "error", seconds=time.perf_counter() - started,
+                           retryable=True, error="its worker process died (killed by the "
+                           "system, out of memory?): the file was not read to its end")
 
 
 # --- Saving to SQLite ---
@@ -3500,13 +3524,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="after the report, draw which file held which of the "
                              "--max-concurrent slots, and when (default: off)")
     parser.add_argument("--workers", type=worker_count, default=0, metavar="N",
-                        help="read each file of 1 MiB or more in a worker process, on another "
-                             "core: checking rows is CPU work, which the event loop's one "
-                             "thread does for one file at a time. There is one worker for each "
-                             "of the --max-concurrent slots, whatever N from 1 (auto: one a "
-                             "core), and a note when N is more. Smaller files and standard "
-                             "input are read by the main process (default: 0, every file in "
-                             "the main process)")
+                        help="read each file of 1 MiB or more in a worker process, so that "
+                             "checking rows, which is CPU work, runs on more cores than the "
+                             "event loop's one: one worker for each of the --max-concurrent "
+                             "slots, whatever N from 1 (auto: one a core; an N above "
+                             "--max-concurrent gets a note); smaller files and standard input "
+                             "stay in the main process (default: 0, no workers)")
     parser.add_argument("--retries", type=non_negative_int, default=0, metavar="N",
                         help="try again, up to N more times, a file that failed for a reason "
                              "that may pass: missing, unreadable, changed while being read "
@@ -3705,15 +3728,17 @@ def using_workers(count: int, max_concurrent: int, needed: bool,
         status_line.print(f"processor.py: --workers {count}: only {max_concurrent} files are "
                           f"read at a time (--max-concurrent), so {max_concurrent} workers; "
                           "raise --max-concurrent to use more cores")
+    from concurrent.futures.process import BrokenProcessPool
     workers: Workers | None = None
     try:
         started = time.perf_counter()
         try:
             workers = Workers(max_concurrent)
             workers.start()
-        except OSError as error:  # no shared memory, no temporary folder for the forkserver
-            print(f"processor.py: error: cannot start worker processes: "
-                  f"{error.strerror or error}", file=sys.stderr)
+        except (OSError, BrokenProcessPool) as error:  # no shared memory, a worker killed...
+            reason = error.strerror if isinstance(error, OSError) else None
+            print(f"processor.py: error: cannot start worker processes: {reason or error}",
+                  file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
         # Said here, as the report's elapsed time, and what it says concurrency saved, are
         # the batch's, which starts after this.
@@ -3955,11 +3980,12 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     code = EXIT_OK  # never kept: the watcher ends only at a stop signal or a failure
     try:
         recover_and_report(folders)
-        db = start_database(args.db, settings, [])
-        status_line.print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up to "
-                          f"{settings.max_concurrent} at a time (Ctrl-C to stop)")
+        # The workers first: they start while this is the only thread (see start_ignoring).
         with using_workers(args.workers, settings.max_concurrent, True,
                            client_reader(args)) as read_file:
+            db = start_database(args.db, settings, [])
+            status_line.print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up "
+                              f"to {settings.max_concurrent} at a time (Ctrl-C to stop)")
             run_on_screen(lambda screen: watch_folder(
                 session, settings, poll=args.poll or WATCH_POLL_S,
                 settle=WATCH_SETTLE_S if args.settle is None else args.settle,

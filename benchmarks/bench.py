@@ -359,7 +359,7 @@ def measure_workers(folder: Path, one: Path, sizes: Sizes) -> list[Figure]:
 
 
 WORKERS_CHILD = """
-import asyncio, contextlib, functools, io, sys
+import asyncio, contextlib, functools, io, os, sys
 sys.path.insert(0, sys.argv[1])
 import processor
 
@@ -373,7 +373,7 @@ reader = functools.partial(processor.read_using_workers, workers,
                            functools.partial(processor.read_client_file, processor.ClientFiles()))
 with contextlib.redirect_stderr(io.StringIO()):
     batch = asyncio.run(processor.process_batch(sys.argv[2:], delay=0, read_file=reader))
-pids = {result["worker_pid"] for result in batch["results"].values()} - {None}
+pids = {result["pid"] for result in batch["results"].values()} - {os.getpid()}
 print(peak("self"), *[peak(pid) for pid in pids])
 workers.stop()
 """

@@ -27,7 +27,7 @@ def a_batch() -> dict:
         "row_errors": [{"line": n, "reason": "date is empty"} for n in range(10, 17)],
     })
     failed = file_result("west.csv", "error", error="No such file or directory", seconds=0.5)
-    completed["slot"], failed["slot"] = 1, 2
+    completed["slot"], failed["slot"] = 1, 2  # both read by this process (pid)
     return {
         "results": {"east.csv": completed, "west.csv": failed},
         "summary": {"total_files": 2, "completed_files": 1, "failed_files": 1, "cancelled_files": 0,
@@ -73,44 +73,45 @@ def spent(elapsed: float, work: float, pause: float, **counts: int) -> dict:
 
 def test_simulated_io_overlapped_is_what_concurrency_saved():
     # 3 files x 42 pauses of 0.1 s = 12.6 s of waiting, overlapped three at a time.
-    assert format_time_spent(spent(4.25, 0.03, 12.6), 3, 0) == (
+    assert format_time_spent(spent(4.25, 0.03, 12.6), 3, 1) == (
         "Elapsed 4.25 s for 0.03 s of reading and checking rows (CPU work) and 12.60 s of "
         "simulated I/O, overlapped 3 files at a time: 3.0x faster than one file after another.")
 
 
 def test_work_on_one_thread_with_no_pause_is_called_cpu_bound_and_workers_named():
-    assert format_time_spent(spent(2.85, 2.71, 0.0), 3, 0) == (
+    assert format_time_spent(spent(2.85, 2.71, 0.0), 3, 1) == (
         "Elapsed 2.85 s, 2.71 s of it reading and checking rows: CPU-bound work, which one "
         "thread does one file at a time, so running files concurrently saved nothing "
         "(--workers N reads files of 1 MiB or more on more cores).")
 
 
-def test_work_spread_over_worker_processes_is_what_they_saved():
+def test_work_spread_over_processes_is_what_they_saved():
     assert format_time_spent(spent(1.5, 2.7, 0.0), 3, 2) == (
-        "Elapsed 1.50 s for 2.70 s of reading and checking rows (CPU work, in 2 workers): "
+        "Elapsed 1.50 s for 2.70 s of reading and checking rows (CPU work, in 2 processes): "
         "1.8x faster than one file after another.")
 
 
-def test_workers_that_saved_nothing_are_not_sent_for_again():
-    assert format_time_spent(spent(1.0, 0.99, 0.0), 1, 1) == (
-        "Elapsed 1.00 s for 0.99 s of reading and checking rows (CPU work, in 1 worker): "
+def test_processes_that_saved_nothing_are_not_called_cpu_bound_on_one_thread():
+    # Three files in three processes (with --workers), on a machine that was busy.
+    assert format_time_spent(spent(1.0, 0.99, 0.0), 3, 3) == (
+        "Elapsed 1.00 s for 0.99 s of reading and checking rows (CPU work, in 3 processes): "
         "no faster than one file after another.")
 
 
 def test_a_batch_whose_files_all_failed_claims_nothing():
     # Opening two missing files is a few microseconds of work, and no row.
-    assert format_time_spent(spent(0.001, 0.0004, 0.0, total_transactions=0), 2, 0) == (
+    assert format_time_spent(spent(0.001, 0.0004, 0.0, total_transactions=0), 2, 1) == (
         "Elapsed 0.00 s.")
 
 
 def test_a_batch_stopped_before_the_end_compares_nothing():
     # The cancelled files' work is unknown: no comparison can be made.
-    assert format_time_spent(spent(0.89, 0.001, 0.0, cancelled_files=2), 3, 0) == (
+    assert format_time_spent(spent(0.89, 0.001, 0.0, cancelled_files=2), 3, 1) == (
         "Elapsed 0.89 s, stopped before every file was read.")
 
 
 def test_one_file_at_a_time_is_not_called_cpu_bound_concurrency_that_saved_nothing():
-    assert format_time_spent(spent(1.3, 1.29, 0.0), 1, 0) == (
+    assert format_time_spent(spent(1.3, 1.29, 0.0), 1, 1) == (
         "Elapsed 1.30 s for 1.29 s of reading and checking rows (CPU work): no faster than one "
         "file after another.")
 
@@ -118,7 +119,7 @@ def test_one_file_at_a_time_is_not_called_cpu_bound_concurrency_that_saved_nothi
 def test_a_batch_slower_than_its_files_claims_no_speed_up_and_no_cpu_bound():
     # Waiting to retry a file is neither work nor I/O: 0.4x "faster" would be nonsense, and
     # so would calling 2.19 s of mostly waiting CPU-bound.
-    assert format_time_spent(spent(2.19, 0.92, 0.0), 2, 0) == (
+    assert format_time_spent(spent(2.19, 0.92, 0.0), 2, 1) == (
         "Elapsed 2.19 s for 0.92 s of reading and checking rows (CPU work): no faster than one "
         "file after another.")
 
@@ -285,6 +286,6 @@ def test_the_files_a_signal_stopped_are_listed_to_the_width():
 
 def test_pauses_of_a_batch_no_faster_than_its_files_are_not_said_to_overlap():
     # 2 files read side by side, but most of the 7.78 s went on waiting to retry a third.
-    assert format_time_spent(spent(7.78, 0.02, 5.4), 2, 0) == (
+    assert format_time_spent(spent(7.78, 0.02, 5.4), 2, 1) == (
         "Elapsed 7.78 s for 0.02 s of reading and checking rows (CPU work) and 5.40 s of "
         "simulated I/O: no faster than one file after another.")
