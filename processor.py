@@ -1514,10 +1514,15 @@ class TextBlocks:
         if self.read_block is None or self.ahead.tell() < self.ahead_length:
             return None
         text = self.carry
+        line_ends = text.count("\n")
         while True:
             block = self.read_block(BLOCK_CHARACTERS)
             # A block may end inside a line, or between the \r and \n of its end.
-            text += block if block.endswith("\n") else block + next(self.source, "")
+            added = block if block.endswith("\n") else block + next(self.source, "")
+            text += added
+            line_ends += added.count("\n")
+            if block and line_ends < ROWS_PER_CHUNK:
+                continue  # long lines: read on before splitting, not split all of it again
             fields = split_simple_lines(text, width, delimiter)
             if fields is None:
                 self.carry = ""
