@@ -666,7 +666,8 @@ async def process_file(
 
     try:
         async with open_input(filename) as source:
-            clock = WorkClock()  # anew: opening may have waited for a pipe's first lines
+            # Started anew: opening may have awaited a pipe's first lines, which is no work.
+            clock = WorkClock()
             reader = ChunkReader(source.lines, source.format, source.read_block)
             while True:
                 # A pipe's next lines may still be on their way. Waited for here, at an await,
