@@ -301,7 +301,7 @@ def test_a_stop_signal_stops_the_workers_promptly_and_leaves_nothing_behind(tmp_
     # As a terminal sends Ctrl-C: to the whole group, workers too (they ignore it).
     sent = time.perf_counter()
     os.killpg(child.pid, signal_number)
-    stdout, stderr = child.communicate(timeout=10)
+    stdout, stderr = communicate_or_kill(child)
     took = time.perf_counter() - sent
 
     assert child.returncode == 128 + signal_number, stderr
@@ -328,6 +328,17 @@ def worker_pids(parent: int, at_least: int = 4) -> list[int]:
             return found
         time.sleep(0.05)
     raise AssertionError("the workers did not start")
+
+
+def communicate_or_kill(child: subprocess.Popen) -> tuple[str, str]:
+    """Return the child's output once it has ended; if it hangs, kill its group (workers too,
+    since they ignore the stop signals) so that it does not outlive the test, and fail."""
+    try:
+        return child.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
 
 
 def wait_until_reading(processes: list[int], folder: Path) -> None:
@@ -449,7 +460,7 @@ def test_a_stop_signal_as_the_workers_start_is_neither_lost_nor_noisy(tmp_path, 
     seen = worker_pids(child.pid, at_least=processes)
 
     os.killpg(child.pid, signal_number)
-    stdout, stderr = child.communicate(timeout=10)
+    stdout, stderr = communicate_or_kill(child)
 
     assert child.returncode == 128 + signal_number, stderr
     assert "Traceback" not in stderr and "Warning" not in stderr
