@@ -7,8 +7,10 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -369,33 +371,53 @@ def test_the_tables_and_the_batch_are_created_in_one_transaction(tmp_path):
     connection.close()
 
 
-def test_a_stop_signal_while_the_last_results_are_written_ends_the_batch_interrupted(
-        tmp_path, monkeypatch):
+@contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Hold the database's write lock, as another program in a transaction does."""
+    other_program = sqlite3.connect(path, isolation_level=None)
+    other_program.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other_program.execute("ROLLBACK")
+        other_program.close()
+
+
+def finish_stopped_mid_write(path: Path, monkeypatch, *, locked: bool = False) -> DatabaseWriter:
+    """Return a writer of five results whose finish() a stop signal interrupted while the
+    thread was writing the first, the four others waiting in its queue; with locked, while
+    another program held the write lock."""
     writing, go_on = threading.Event(), threading.Event()
     real_save = processor.save_result
 
-    def slow_save(*args):
+    def held_save(*args):
         writing.set()
         go_on.wait(5)
         real_save(*args)
 
-    monkeypatch.setattr(processor, "save_result", slow_save)
+    monkeypatch.setattr(processor, "save_result", held_save)
     names = [f"f{n}.csv" for n in range(5)]
-    writer = DatabaseWriter(str(tmp_path / "r.db"), processor.Settings(), names)
-    for name in names:
-        writer.save(processor.file_result(name, "completed"))
-    writing.wait(5)  # the thread is writing the first result; four wait in the queue
-    real_wait, signals = writer.finished.wait, [KeyboardInterrupt]
+    writer = DatabaseWriter(str(path), processor.Settings(), names)
+    with write_lock_held(path) if locked else nullcontext():
+        for name in names:
+            writer.save(processor.file_result(name, "completed"))
+        writing.wait(5)  # the thread is writing the first result; four wait in the queue
+        real_wait, signals = writer.finished.wait, [KeyboardInterrupt]
 
-    def wait(timeout=None):
-        if signals:
-            raise signals.pop()  # as a stop signal does in the main thread while it waits
-        go_on.set()
-        return real_wait(timeout)
+        def wait(timeout=None):
+            if signals:
+                raise signals.pop()  # as a stop signal does in the main thread while it waits
+            go_on.set()
+            return real_wait(timeout)
 
-    monkeypatch.setattr(writer.finished, "wait", wait)
+        monkeypatch.setattr(writer.finished, "wait", wait)
+        assert writer.finish() is True
+    return writer
 
-    assert writer.finish() is True
+
+def test_a_stop_signal_while_the_last_results_are_written_ends_the_batch_interrupted(
+        tmp_path, monkeypatch):
+    writer = finish_stopped_mid_write(tmp_path / "r.db", monkeypatch)
 
     with sqlite3.connect(tmp_path / "r.db") as connection:
         assert connection.execute("SELECT state, file_count FROM batches").fetchall() == \
@@ -405,6 +427,25 @@ def test_a_stop_signal_while_the_last_results_are_written_ends_the_batch_interru
     assert writer.outcome() == (
         f"processor.py: saved to {tmp_path / 'r.db'} as batch 1 in part: a stop signal came "
         "before 4 results could be written, and the batch reads interrupted")
+
+
+def test_a_failed_write_is_named_before_the_results_a_stop_signal_left_unwritten(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(processor, "DATABASE_TIMEOUT_S", 0.05)
+    path = tmp_path / "r.db"
+
+    writer = finish_stopped_mid_write(path, monkeypatch, locked=True)
+
+    # The first write and the batch's end failed on the lock; the four after the signal skipped.
+    assert writer.failures == ["f0.csv: database is locked",
+                               "the batch's final state: database is locked"]
+    assert writer.skipped == 4
+    with sqlite3.connect(path) as connection:  # not "interrupted", as the skip alone would say
+        assert connection.execute("SELECT state FROM batches").fetchall() == [("running",)]
+    connection.close()
+    assert writer.outcome() == (
+        f"processor.py: could not save to {path} (batch 1): 2 writes failed, the first: "
+        "f0.csv: database is locked")
 
 
 def test_a_stop_signal_just_before_the_batch_is_added_still_ends_it(tmp_path, monkeypatch):
