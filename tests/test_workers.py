@@ -41,6 +41,23 @@ def workers():
 
 
 @pytest.fixture
+def start_workers():
+    """Return a function that starts Workers(count) of this test's own, stopped after it (a
+    test that kills one breaks their pool)."""
+    started = []
+
+    def start(count: int) -> Workers:
+        workers = Workers(count)
+        workers.start()
+        started.append(workers)
+        return workers
+
+    yield start
+    for workers in started:
+        workers.stop()
+
+
+@pytest.fixture
 def every_file_to_a_worker(monkeypatch):
     monkeypatch.setattr(processor, "WORKER_MIN_BYTES", 0)
 
@@ -173,61 +190,53 @@ async def test_a_cancelled_file_stops_its_worker_at_once_and_leaves_no_rejects_f
 
 @pytest.mark.asyncio
 async def test_a_worker_that_dies_makes_its_file_an_error_and_the_other_file_is_read_again(
-        tmp_path, every_file_to_a_worker):
-    workers = Workers(2)
-    workers.start()
-    try:
-        reader = functools.partial(read_client_file, ClientFiles())
-        paths, tasks, progress = {}, {}, {}
-        for name in ("doomed", "spared"):
-            (tmp_path / name).mkdir()
-            paths[name] = tmp_path / name / f"{name}.csv"
-            paths[name].write_text(HEADER + rows(2000))  # 20 chunks of 100 rows
-            progress[name] = processor.FileProgress()
-            tasks[name] = asyncio.create_task(read_using_workers(
-                workers, reader, str(paths[name]), delay=0.05, progress=progress[name]))
-        while not all(file.tally.count for file in progress.values()):
-            await asyncio.sleep(0.01)
-        doomed = next(pid for pid in workers.pool._processes
-                      if has_open_file(pid, tmp_path / "doomed"))
-        os.kill(doomed, signal.SIGKILL)  # as the system's out-of-memory killer would
-        doomed_result, spared_result = await tasks["doomed"], await tasks["spared"]
+        tmp_path, every_file_to_a_worker, start_workers):
+    workers = start_workers(2)
+    reader = functools.partial(read_client_file, ClientFiles())
+    paths, tasks, progress = {}, {}, {}
+    for name in ("doomed", "spared"):
+        (tmp_path / name).mkdir()
+        paths[name] = tmp_path / name / f"{name}.csv"
+        paths[name].write_text(HEADER + rows(2000))  # 20 chunks of 100 rows
+        progress[name] = processor.FileProgress()
+        tasks[name] = asyncio.create_task(read_using_workers(
+            workers, reader, str(paths[name]), delay=0.05, progress=progress[name]))
+    while not all(file.tally.count for file in progress.values()):
+        await asyncio.sleep(0.01)
+    doomed = next(pid for pid in workers.pool._processes
+                  if has_open_file(pid, tmp_path / "doomed"))
+    os.kill(doomed, signal.SIGKILL)  # as the system's out-of-memory killer would
+    doomed_result, spared_result = await tasks["doomed"], await tasks["spared"]
 
-        assert doomed_result["status"] == "error" and doomed_result["retryable"]
-        assert "its worker process died" in doomed_result["error"]
-        # The pool went down with the worker, and the other file was read again, whole, in a
-        # new one: 2,000 rows of 1.25.
-        assert (spared_result["status"], spared_result["total_amount_exact"]) == (
-            "completed", "2500.00")
-        assert spared_result["pid"] in workers.pool._processes
-        after = await read_using_workers(workers, reader, str(paths["doomed"]), delay=0,
-                                         progress=processor.FileProgress())
-        assert (after["status"], after["total_transactions"]) == ("completed", 2000)
-    finally:
-        workers.stop()
+    assert doomed_result["status"] == "error" and doomed_result["retryable"]
+    assert "its worker process died" in doomed_result["error"]
+    # The pool went down with the worker, and the other file was read again, whole, in a
+    # new one: 2,000 rows of 1.25.
+    assert (spared_result["status"], spared_result["total_amount_exact"]) == (
+        "completed", "2500.00")
+    assert spared_result["pid"] in workers.pool._processes
+    after = await read_using_workers(workers, reader, str(paths["doomed"]), delay=0,
+                                     progress=processor.FileProgress())
+    assert (after["status"], after["total_transactions"]) == ("completed", 2000)
 
 
 @pytest.mark.asyncio
 async def test_a_worker_that_dies_while_idle_is_replaced_and_no_file_suffers(
-        tmp_path, every_file_to_a_worker):
-    workers = Workers(1)
-    workers.start()
-    try:
-        path = tmp_path / "next.csv"
-        path.write_text(HEADER + rows(300))
-        reader = functools.partial(read_client_file, ClientFiles())
-        for pid in list(workers.pool._processes):
-            os.kill(pid, signal.SIGKILL)  # between two files: no file was being read
-        await asyncio.sleep(0.5)  # for the pool to see it
+        tmp_path, every_file_to_a_worker, start_workers):
+    workers = start_workers(1)
+    path = tmp_path / "next.csv"
+    path.write_text(HEADER + rows(300))
+    reader = functools.partial(read_client_file, ClientFiles())
+    for pid in list(workers.pool._processes):
+        os.kill(pid, signal.SIGKILL)  # between two files: no file was being read
+    await asyncio.sleep(0.5)  # for the pool to see it
 
-        results = [await read_using_workers(workers, reader, str(path), delay=0,
-                                            progress=processor.FileProgress())
-                   for _ in range(3)]  # more than the job cells there are (2)
+    results = [await read_using_workers(workers, reader, str(path), delay=0,
+                                        progress=processor.FileProgress())
+               for _ in range(3)]  # more than the job cells there are (2)
 
-        assert [(result["status"], result["total_amount_exact"]) for result in results] == [
-            ("completed", "375.00")] * 3  # 300 x 1.25
-    finally:
-        workers.stop()
+    assert [(result["status"], result["total_amount_exact"]) for result in results] == [
+        ("completed", "375.00")] * 3  # 300 x 1.25
 
 
 # --- The command line ---
