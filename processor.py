@@ -3723,11 +3723,11 @@ async def read_client_file(client_files: ClientFiles, filename: str, *, delay: f
 
 
 @contextmanager
-def using_workers(count: int, max_concurrent: int, needed: bool,
+def using_workers(count: int, max_concurrent: int,
                   read_file: FileReader) -> Iterator[FileReader]:
-    """Start the --workers processes, if asked for and needed, warm before the first file;
+    """Start the --workers processes, if count asks for any, warm before the first file;
     yield read_file, made to send large files to them; stop them as the block ends."""
-    if not (count and needed):
+    if not count:
         yield read_file
         return
     if count > max_concurrent:
@@ -3987,7 +3987,7 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
     try:
         recover_and_report(folders)
         # The workers first: they start while this is the only thread (see start_ignoring).
-        with using_workers(args.workers, settings.max_concurrent, True,
+        with using_workers(args.workers, settings.max_concurrent,
                            client_reader(args)) as read_file:
             db = start_database(args.db, settings, [])
             status_line.print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up "
@@ -4037,8 +4037,9 @@ def run_command_line(argv: list[str] | None, stop: StopSignals) -> int:
     if args.watch is not None:
         return watch_command(args, settings, stop)
     read_file = start_rejects(args.rejects, filenames, client_reader(args))
+    # Workers only if a file is large enough to be sent to one.
     large_files = any(file_size(name) >= WORKER_MIN_BYTES for name in filenames)
-    with using_workers(args.workers, settings.max_concurrent, large_files,
+    with using_workers(args.workers if large_files else 0, settings.max_concurrent,
                        read_file) as read_file:
         return run_files(args, settings, filenames, read_file, stop)
 
