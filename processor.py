@@ -3477,7 +3477,8 @@ exit status:
        gzip, changed while being read; after its retries, if any), a result could not
        be saved to --db, or --watch could not record a result or move a file and stopped
   2    usage error: no files (a directory with none, or that cannot be listed), a bad
-       option value, or a --db, --rejects or --watch path that cannot be used
+       option value, a --db, --rejects or --watch path that cannot be used, or
+       --workers that cannot be started
   130  interrupted by Ctrl-C: what finished is reported and the rest named; --watch
        sums up its session and puts the files in progress back in DIR/incoming
   143  stopped by SIGTERM (kill, systemctl stop, docker stop), handled as Ctrl-C;
