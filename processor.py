@@ -97,6 +97,7 @@ if TYPE_CHECKING:
     import ctypes
     import curses
     import gzip
+    import socket
     import sqlite3
     from concurrent.futures import ProcessPoolExecutor
     from types import FrameType
@@ -2962,6 +2963,8 @@ WATCH_POLL_S = 1.0
 WATCH_SETTLE_S = 5.0  # long enough for an upload's usual pauses: a stall of 3 s was seen
 WATCH_RECENT_RESULTS = 20  # finished files the session keeps, for the dashboard
 
+ClaimHook = Callable[[str], None]  # hears of each file claimed: its path in processing/
+
 
 class WatchUnusable(Exception):
     """The --watch folder cannot be used: not creatable, or another watcher has it."""
@@ -3256,7 +3259,8 @@ async def process_claimed(path: str, batch: Batch, session: WatchSession,
 
 
 async def claim_arrivals(session: WatchSession, batch: Batch, files: asyncio.TaskGroup,
-                         poll: float, settle: float, room: asyncio.Event) -> None:
+                         poll: float, settle: float, room: asyncio.Event,
+                         on_claim: ClaimHook) -> None:
     """Look in incoming/ every `poll` seconds, forever, and start each file found complete
     (unchanged for `settle` seconds) as soon as there is room for it: fewer files at work than
     max_concurrent."""
@@ -3279,6 +3283,7 @@ async def claim_arrivals(session: WatchSession, batch: Batch, files: asyncio.Tas
             if path is not None:
                 del seen[name]  # a new file of this name must settle, too
                 session.processing.add(path)
+                on_claim(path)
                 files.create_task(process_claimed(path, batch, session, room))
         session.waiting = len(seen)
         # Wait for the next look, or for room (a file left, or waits to retry): a file found
@@ -3333,16 +3338,18 @@ async def show_watch_dashboard(screen: "curses.window", session: WatchSession, e
 
 
 async def watch_folder(session: WatchSession, settings: Settings, *, poll: float = WATCH_POLL_S,
-                       settle: float = WATCH_SETTLE_S,
-                       read_file: FileReader | None = None, on_result: ResultHook = ignore,
-                       on_retry: RetryHook = ignore, view: View | None = None) -> None:
+                       settle: float = WATCH_SETTLE_S, read_file: FileReader | None = None,
+                       on_claim: ClaimHook = ignore, on_result: ResultHook = ignore,
+                       on_retry: RetryHook = ignore, view: View | None = None,
+                       alongside: Collection[View] = ()) -> None:
     """Process each complete file that arrives in the session's incoming/, until cancelled: a
     file is complete once unchanged for `settle` seconds, looked at every `poll` seconds.
 
     At most max_concurrent files are processed at any moment. Cancelled (Ctrl-C), it moves the
     files it was processing back to incoming/. Raises WatchFailed, having done the same, if a
     result cannot be recorded or a file cannot be moved. The hooks and the view plug in as in
-    process_batch; without a view, the status line is shown.
+    process_batch, and `on_claim` hears of each file claimed; without a view, the status line
+    is shown. The views `alongside` run beside it, and stop with it: a server, say.
     """
     room = asyncio.Event()  # set when a file leaves processing/ or starts waiting to retry
 
@@ -3354,12 +3361,14 @@ async def watch_folder(session: WatchSession, settings: Settings, *, poll: float
                   semaphore=asyncio.Semaphore(settings.max_concurrent),
                   slots=[None] * settings.max_concurrent, read_file=read_file,
                   on_result=on_result, on_retry=retrying)
-    status = asyncio.create_task(show_watch_status(session) if view is None else view(batch))
+    status: View = view or (lambda batch: show_watch_status(session))
+    shows = [asyncio.create_task(show(batch)) for show in (status, *alongside)]
     try:
+        await asyncio.sleep(0)  # each view takes its first step (a server starts) before a claim
         # A TaskGroup here, not gather as in a batch: a result that cannot be recorded stops
         # the session, and the group then cancels every other file, which goes back to incoming/.
         async with asyncio.TaskGroup() as files:
-            await claim_arrivals(session, batch, files, poll, settle, room)
+            await claim_arrivals(session, batch, files, poll, settle, room, on_claim)
     except* WatchFailed as failures:
         raise failures.exceptions[0] from None
     finally:
@@ -3369,8 +3378,9 @@ async def watch_folder(session: WatchSession, settings: Settings, *, poll: float
         # because a task cancelled before it began never runs a line of its own.
         for path in sorted(session.processing):
             put_back(path, session)
-        status.cancel()
-        await asyncio.gather(status, return_exceptions=True)
+        for show in shows:
+            show.cancel()
+        await asyncio.gather(*shows, return_exceptions=True)
 
 
 def format_watch_summary(session: WatchSession, elapsed: float, width: int) -> str:
@@ -3384,6 +3394,690 @@ def format_watch_summary(session: WatchSession, elapsed: float, width: int) -> s
         lines.append(label + list_names(names, width - len(label)))
     lines.append(f"Results: {session.folders.results}")
     return "\n".join(lines)
+
+
+# --- Serving over HTTP ---
+
+# --serve [HOST:]PORT shows a watcher to a browser, and takes files from clients, with no seat at
+# its terminal. The server is one more task in the watcher's own event loop, plus a task for
+# each connection. Each of those spends its life awaiting its client's next bytes, so a hundred
+# slow clients cost the files being read only the moments it takes to answer them: one thread,
+# many waits, the lesson once more. Every response ends its connection (Connection: close),
+# which keeps the protocol small; only an event stream stays open.
+#
+#     GET /               the live page                GET /files?status=&limit=&offset=
+#     GET /stats          the watcher's state, JSON    GET /files/NAME   one file's result
+#     GET /events         a stream of what happens     GET /errors       the latest failures
+#     PUT /incoming/NAME  upload a file                GET /healthz      ok, while it runs
+#
+# The server hears of the watcher through its hooks (a file claimed, finished, waiting to retry)
+# and reads the rest from the session and the batch; the watcher knows nothing of it.
+
+SERVE_DEFAULT_HOST = "127.0.0.1"
+SERVE_TOKEN_VARIABLE = "PROCESSOR_UPLOAD_TOKEN"  # uploads are off unless it is set
+SERVE_MAX_HEAD = 8192  # bytes of request line and headers; a longer head gets 431
+SERVE_MAX_CONNECTIONS = 100  # at once; one more gets 503
+SERVE_TIMEOUT_S = 10.0  # a client silent this long (or not reading) is dropped
+SERVE_LINGER_S = 2.0  # after a response, how long to wait for the client to close first
+SERVE_PROGRESS_S = 1.0  # between two progress events, while files are in progress
+SERVE_HEARTBEAT_S = 15.0  # a comment on a quiet event stream, so that proxies keep it open
+SERVE_STREAM_BACKLOG = 100  # events a stream's client may fall behind by, before it is dropped
+SERVE_RECENT = 10  # results and errors the page and /errors show
+SERVE_PAGE_SIZE = 20  # /files' default limit
+SERVE_MAX_PAGE = 100  # and the largest it takes
+DEFAULT_MAX_UPLOAD = 100_000_000
+UPLOAD_SUFFIX = ".upload"  # an upload under way is incoming/.NAME.RANDOM.upload: hidden
+HISTORY_BLOCK = 65536  # results.jsonl is read from its end, this many bytes at a time
+
+
+class ServeUnusable(Exception):
+    """--serve's address cannot be listened on."""
+
+
+class HttpError(Exception):
+    """A request that gets an error response: its status, and a one-line reason."""
+
+    def __init__(self, status: int, reason: str, headers: tuple[str, ...] = ()) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.headers = headers
+
+
+class Request(NamedTuple):
+    method: str
+    path: str  # as sent, %-escapes and all, without the query
+    query: dict[str, str]  # the last value of each name
+    headers: dict[str, str]  # names in lower case
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Return the host and port of `[HOST:]PORT` (an IPv6 host in brackets); raise ValueError."""
+    host, colon, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") if colon else SERVE_DEFAULT_HOST
+    if not port.isascii() or not port.isdigit() or int(port) > 65535 or not host:
+        raise ValueError(f"not [HOST:]PORT: {text!r}")
+    return host, int(port)
+
+
+def listen_on(host: str, port: int) -> "socket.socket":
+    """Return a socket listening on host:port (port 0: any free one); raise ServeUnusable."""
+    import socket
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=SERVE_MAX_CONNECTIONS)
+    except OSError as error:
+        raise ServeUnusable(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+
+
+def is_loopback(listening: "socket.socket") -> bool:
+    """Return whether only this machine can reach the socket."""
+    import ipaddress
+    return ipaddress.ip_address(listening.getsockname()[0]).is_loopback
+
+
+def address_url(listening: "socket.socket") -> str:
+    """Return the http:// address the socket is reached at."""
+    host, port = listening.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def parse_head(head: bytes) -> Request:
+    """Return the request a head (request line and headers, up to the blank line) makes; raise
+    HttpError 400 for one that is not HTTP/1.x."""
+    from urllib.parse import parse_qsl
+    request_line, *header_lines = head.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
+    parts = request_line.split(" ")
+    if (len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/")
+            or not parts[1].isascii()):
+        raise HttpError(400, "not an HTTP/1.x request line")
+    headers = {}
+    for line in header_lines:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise HttpError(400, "a header line without a name")
+        headers[name.lower()] = value.strip()
+    path, _, query = parts[1].partition("?")
+    return Request(parts[0], path, dict(parse_qsl(query)), headers)
+
+
+async def read_request(reader: asyncio.StreamReader) -> Request:
+    """Read a request's head; raise HttpError (400, 408, 431), or IncompleteReadError for a
+    client that closed first."""
+    try:
+        async with asyncio.timeout(SERVE_TIMEOUT_S):
+            head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:  # the stream's limit is SERVE_MAX_HEAD
+        raise HttpError(431, f"request line and headers over {SERVE_MAX_HEAD:,} bytes") from None
+    except TimeoutError:
+        raise HttpError(408, f"no whole request in {SERVE_TIMEOUT_S:g} s") from None
+    return parse_head(head)
+
+
+def http_response(status: int, body: bytes, content_type: str,
+                  headers: Iterable[str] = ()) -> bytes:
+    """Return a whole response, its head and body."""
+    from http import HTTPStatus
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}", "Cache-Control: no-store", "Connection: close",
+            *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+def json_response(value: object, status: int = 200, headers: Iterable[str] = ()) -> bytes:
+    return http_response(status, (strict_json(value, indent=2) + "\n").encode(),
+                         "application/json", headers)
+
+
+def error_response(error: HttpError) -> bytes:
+    return json_response({"error": str(error)}, error.status, error.headers)
+
+
+def event_message(kind: str, data: object, number: int) -> bytes:
+    """Return one event of a text/event-stream: its number, its kind and its data as JSON."""
+    return f"id: {number}\nevent: {kind}\ndata: {strict_json(data)}\n\n".encode()
+
+
+def upload_name_problem(name: str) -> str | None:
+    """Return why a name cannot be uploaded to (None if it can): it must be a plain file name
+    that the watcher takes."""
+    if "/" in name or "\\" in name:
+        return "a file name, not a path"
+    if name.startswith("."):
+        return "a name that starts with a dot is hidden, or a way out of the folder"
+    if any(character < " " or character == "\x7f" for character in name):
+        return "a name with a control character"
+    if len(name.encode()) > 255:
+        return "a name over 255 bytes"
+    if not is_csv_name(name):
+        return "a name that ends .csv or .csv.gz"
+    return None
+
+
+def whole_number_in(query: dict[str, str], name: str, default: int, largest: int) -> int:
+    """Return the query's value of name, a whole number from 0 to largest; raise HttpError 400."""
+    text = query.get(name, str(default))
+    if not text.isascii() or not text.isdigit() or int(text) > largest:
+        raise HttpError(400, f"{name} must be a whole number from 0 to {largest}")
+    return int(text)
+
+
+def lines_from_end(path: str) -> Iterator[bytes]:
+    """Yield the file's lines, the last first, reading a block at a time from its end."""
+    with open(path, "rb") as file:
+        end = file.seek(0, os.SEEK_END)
+        tail = b""
+        while end > 0:
+            start = max(end - HISTORY_BLOCK, 0)
+            file.seek(start)
+            lines = (file.read(end - start) + tail).split(b"\n")
+            tail = lines.pop(0)  # may be the end of a line that starts in the block before
+            yield from reversed([line for line in lines if line])
+            end = start
+        if tail:
+            yield tail
+
+
+def history(path: str, *, status: str | None = None, name: str | None = None, limit: int,
+            offset: int = 0) -> list[dict[str, Any]]:
+    """Return up to `limit` results from results.jsonl, the newest first, after skipping
+    `offset` of them; only those of the status, or of the file name (in done/ or failed/), if
+    given. It reads from the end, only as far back as it must."""
+    found: list[dict[str, Any]] = []
+    for line in lines_from_end(path):
+        with suppress(ValueError):  # a line being written, or not JSON (edited by hand)
+            result = json.loads(line)
+            if ((status is None or result.get("status") == status)
+                    and (name is None or os.path.basename(result.get("filename", "")) == name)):
+                if offset:
+                    offset -= 1
+                    continue
+                found.append(result)
+                if len(found) == limit:
+                    break
+    return found
+
+
+def brief_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Return what the page and the events show of a result."""
+    return {"name": os.path.basename(result["filename"]), "status": result["status"],
+            "valid": result["total_transactions"], "rejected": result["invalid_rows"],
+            "total": result["total_amount_exact"], "top_category": result["top_category"],
+            "error": result["error"], "finished_at": result.get("finished_at")}
+
+
+@dataclass
+class SessionTotals:
+    """What the files the server heard of add up to."""
+    files: int = 0
+    valid_rows: int = 0
+    rejected_rows: int = 0
+    amount: Decimal = Decimal(0)
+
+    def add(self, result: FileResult) -> None:
+        self.files += 1
+        self.valid_rows += result["total_transactions"]
+        self.rejected_rows += result["invalid_rows"]
+        self.amount = EXACT.add(self.amount, Decimal(result["total_amount_exact"]))
+
+
+PAGE_STYLE = """
+body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 60em; padding: 0 1em;
+       color: #222; }
+h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 1.5em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .25em .6em; border-bottom: 1px solid #ddd; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+.counts td { font-size: 1.4em; }
+progress { width: 8em; vertical-align: middle; }
+.error { color: #a00; } .muted { color: #777; }
+"""
+
+# Live without a framework: at each event the page fetches itself again and puts in the new
+# <main>, which the server drew (and escaped) as it draws the first; at most once a second.
+PAGE_SCRIPT = """
+const live = document.getElementById("live");
+let queued = false;
+function redraw() {
+  if (queued) return;
+  queued = true;
+  setTimeout(async () => {
+    try {
+      const page = await (await fetch("/", {cache: "no-store"})).text();
+      const main = new DOMParser().parseFromString(page, "text/html").querySelector("main");
+      if (main) document.querySelector("main").replaceWith(main);
+    } catch (error) {
+      live.textContent = "Cannot reach the watcher; trying again.";
+    }
+    queued = false;
+  }, 1000);
+}
+const events = new EventSource("/events");
+events.onopen = () => { live.textContent = "Live: updated as files arrive."; redraw(); };
+events.onerror = () => { live.textContent = "Connection lost; reconnecting..."; };
+for (const kind of ["claimed", "finished", "failed", "retry", "progress"]) {
+  events.addEventListener(kind, redraw);
+}
+"""
+
+
+def html_table(headings: list[str], rows: list[list[str]], empty: str) -> str:
+    """Return a table of cells that are HTML already; a heading ending in # is a number."""
+    if not rows:
+        return f'<p class="muted">{empty}</p>'
+    numeric = [heading.endswith("#") for heading in headings]
+    head = "".join(f'<th class="n">{heading[:-1]}</th>' if number else f"<th>{heading}</th>"
+                   for heading, number in zip(headings, numeric))
+    body = "".join("<tr>" + "".join(f'<td class="n">{cell}</td>' if number else f"<td>{cell}</td>"
+                                    for cell, number in zip(row, numeric)) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
+                errors: list[dict[str, Any]]) -> str:
+    """Return the page: the state of /stats, the latest results and errors, every name escaped."""
+    from html import escape
+    folders, totals = stats["folders"], stats["totals"]
+    counts = html_table([f"{folder}#" for folder in folders],
+                        [[f"{count:,}" for count in folders.values()]], "")
+    in_progress = html_table(
+        ["File", "Status", "Rows#", "Rejected#", "Read", "Seconds#"],
+        [[escape(file["name"]), escape(file["status"]), f"{file['rows']:,}",
+          f"{file['rejected']:,}",
+          (f'<progress max="{max(file["size"], 1)}" value="{file["bytes_read"]}"></progress> '
+           f'{file["bytes_read"]:,} of {file["size"]:,} bytes'), f"{file['seconds']:.1f}"]
+         for file in stats["in_progress"]], "No file in progress.")
+    latest = html_table(
+        ["File", "Status", "Valid#", "Rejected#", "Total#", "Top category"],
+        [[escape(result["name"]), escape(result["status"]), f"{result['valid']:,}",
+          f"{result['rejected']:,}", format_amount(result["total"]),
+          escape(result["top_category"] or "")] for result in map(brief_result, results)],
+        "No file processed yet.")
+    failures = html_table(
+        ["When", "File", "Error"],
+        [[escape(error["at"][11:19]), escape(error["name"]),
+          f'<span class="error">{escape(error["kind"])}: {escape(error["error"])}</span>']
+         for error in errors], "No errors.")
+    title = f"Watching {escape(stats['watching'])}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>processor.py: {title}</title><style>{PAGE_STYLE}</style></head>
+<body><main>
+<h1>processor.py: {title}</h1>
+<p>Up {format_duration(stats["uptime"])}, {plural(totals["files"], "file")} processed:
+{totals["valid_rows"]:,} transactions, total {format_amount(totals["amount"])},
+{totals["rejected_rows"]:,} rows rejected.</p>
+<div class="counts">{counts}</div>
+<h2>In progress</h2>{in_progress}
+<h2>Latest results</h2>{latest}
+<h2>Latest errors</h2>{failures}
+</main>
+<p id="live" class="muted">Reload the page to see it now; with JavaScript it updates itself.</p>
+<script>{PAGE_SCRIPT}</script>
+</body></html>
+"""
+
+
+class WatchServer:
+    """The HTTP server of one --watch session. Its hooks (claimed, finished, retrying) hear of
+    the watcher; `run` is a view: it serves until cancelled, then closes every connection."""
+
+    def __init__(self, listening: "socket.socket", session: WatchSession,
+                 settings: dict[str, object], *, token: str | None, max_upload: int) -> None:
+        self.listening = listening
+        self.session = session
+        self.settings = settings
+        self.token = token
+        self.max_upload = max_upload
+        self.batch: Batch | None = None  # the watcher's, once run
+        self.handlers: set[asyncio.Task[None]] = set()
+        self.streams: dict[asyncio.Queue[bytes], asyncio.Task[None]] = {}  # each stream's client
+        self.events_sent = 0
+        self.last_sent = time.monotonic()
+        self.uploading: set[str] = set()  # names being uploaded now
+        self.totals = SessionTotals()
+        self.errors: deque[dict[str, Any]] = deque(maxlen=SERVE_RECENT)
+        self.closing = False
+
+    # The hooks, which the watcher calls.
+
+    def claimed(self, path: str) -> None:
+        self.send("claimed", {"name": os.path.basename(path), "at": utc_now()})
+
+    def finished(self, result: FileResult) -> None:
+        self.totals.add(result)
+        brief = brief_result({**result, "finished_at": utc_now()})
+        if result["status"] == "completed":
+            self.send("finished", brief)
+        else:
+            self.add_error("failed", brief["name"], str(result["error"]))
+            self.send("failed", brief)
+
+    def retrying(self, filename: str, wait: float, error: str) -> None:
+        name = os.path.basename(filename)
+        self.add_error("retry", name, error, wait=round(wait, 3))
+        self.send("retry", {"name": name, "wait": round(wait, 3), "error": error})
+
+    def add_error(self, kind: str, name: str, error: str, **more: object) -> None:
+        self.errors.appendleft({"at": utc_now(), "kind": kind, "name": name, "error": error,
+                                **more})
+
+    def send(self, kind: str, data: object) -> None:
+        """Queue an event for every stream's client; drop a client too far behind to take it."""
+        self.events_sent += 1
+        self.write_to_streams(event_message(kind, data, self.events_sent))
+
+    def write_to_streams(self, message: bytes) -> None:
+        self.last_sent = time.monotonic()
+        for backlog, task in list(self.streams.items()):
+            try:
+                backlog.put_nowait(message)
+            except asyncio.QueueFull:
+                del self.streams[backlog]
+                task.cancel()
+
+    # What the endpoints show.
+
+    def in_progress(self) -> list[dict[str, Any]]:
+        """Return each file in processing/ with how far it has got."""
+        batch, now = self.batch, time.perf_counter()
+        files = []
+        for path in sorted(self.session.processing):
+            progress = None if batch is None else batch.progress.get(path)
+            status = ("retry wait" if batch is not None and path in batch.retrying
+                      else "reading" if progress is not None else "claimed")
+            progress = progress or FileProgress()
+            files.append({"name": os.path.basename(path), "status": status,
+                          "rows": progress.tally.count, "rejected": progress.tally.invalid_rows,
+                          "bytes_read": progress.bytes_read, "size": file_size(path),
+                          "seconds": round(now - progress.started, 3)})
+        return files
+
+    def stats(self) -> dict[str, Any]:
+        session = self.session
+        return {
+            "watching": session.folders.root,
+            "uptime": round(time.perf_counter() - session.started, 3),
+            # incoming/ and processing/ as they are; done/ and failed/ since this session began
+            "folders": {"incoming": session.waiting, "processing": len(session.processing),
+                        "done": session.done, "failed": session.failed},
+            "in_progress": self.in_progress(),
+            "totals": {"files": self.totals.files, "valid_rows": self.totals.valid_rows,
+                       "rejected_rows": self.totals.rejected_rows,
+                       "amount": f"{self.totals.amount:f}"},
+            "settings": self.settings | {"uploads": self.token is not None,
+                                         "max_upload": self.max_upload},
+        }
+
+    async def history(self, **choice: Any) -> list[dict[str, Any]]:
+        """history() of results.jsonl, read in a thread: the disk must not hold up the loop."""
+        return await asyncio.to_thread(history, self.session.folders.results, **choice)
+
+    async def page(self) -> bytes:
+        results = await self.history(limit=SERVE_RECENT)
+        return http_response(200, render_page(self.stats(), results, list(self.errors)).encode(),
+                             "text/html; charset=utf-8")
+
+    async def files(self, query: dict[str, str]) -> bytes:
+        statuses = {"done": "completed", "failed": "error"}
+        shown = query.get("status")
+        if shown is not None and shown not in statuses:
+            raise HttpError(400, "status must be done or failed")
+        limit = whole_number_in(query, "limit", SERVE_PAGE_SIZE, SERVE_MAX_PAGE)
+        offset = whole_number_in(query, "offset", 0, 10 ** 9)
+        found = await self.history(status=None if shown is None else statuses[shown],
+                                   limit=limit + 1, offset=offset)
+        more = len(found) > limit
+        following = (f"/files?{'status=' + shown + '&' if shown else ''}limit={limit}"
+                     f"&offset={offset + limit}")
+        return json_response({"files": found[:limit], "offset": offset, "limit": limit,
+                              "next": following if more else None})
+
+    async def one_file(self, name: str) -> bytes:
+        found = await self.history(name=name, limit=1)
+        if found:
+            return json_response(found[0])
+        # Not finished: maybe on its way still.
+        for file in self.in_progress():
+            if file["name"] == name:
+                return json_response(file)
+        if os.path.exists(os.path.join(self.session.folders.incoming, name)):
+            return json_response({"name": name, "status": "waiting"})
+        raise HttpError(404, f"no file {name} in results, processing/ or incoming/")
+
+    # Serving.
+
+    async def run(self, batch: Batch) -> None:
+        """Serve until cancelled; then close every connection, and return once each handler
+        has ended."""
+        self.batch = batch
+        remove_unfinished_uploads(self.session.folders.incoming)
+        # The stream's limit caps the head that readuntil will gather (431 beyond it).
+        server = await asyncio.start_server(self.handle, sock=self.listening,
+                                            limit=SERVE_MAX_HEAD)
+        try:
+            while True:
+                await asyncio.sleep(SERVE_PROGRESS_S)
+                if self.session.processing:
+                    self.send("progress", {"files": self.in_progress()})
+                elif time.monotonic() - self.last_sent >= SERVE_HEARTBEAT_S:
+                    self.write_to_streams(b": heartbeat\n\n")
+        finally:
+            # Closing the server only stops it accepting: the connections' tasks go on. On
+            # Python 3.11, one still running as the loop closes is cancelled there, and can log
+            # a traceback; so they are cancelled, and awaited, here.
+            self.closing = True
+            server.close()
+            while self.handlers:
+                for task in self.handlers:
+                    task.cancel()
+                await asyncio.gather(*self.handlers, return_exceptions=True)
+            await server.wait_closed()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one connection's request, whatever it sends; then close it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        closed_by_client = False
+        try:
+            if self.closing:  # it began as the server was closing
+                return
+            try:
+                if len(self.handlers) > SERVE_MAX_CONNECTIONS:
+                    raise HttpError(503, "too many connections; try again soon",
+                                    ("Retry-After: 1",))
+                request = await read_request(reader)
+                await self.answer(request, reader, writer)
+            except HttpError as error:
+                writer.write(error_response(error))
+            closed_by_client = await linger(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went, or was too slow: nothing to tell it
+        except asyncio.CancelledError:
+            # Cancelled at shutdown, or dropped as too slow an event stream. The handler is the
+            # whole of its task, and ends anyway; but on Python 3.11, asyncio asks a handler's
+            # task for its exception as it ends, which raises and is logged for a cancelled one.
+            pass
+        finally:
+            self.handlers.discard(task)
+            if closed_by_client:
+                writer.close()
+            else:  # whatever it has not taken is thrown away
+                writer.transport.abort()
+
+    async def answer(self, request: Request, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        path = request.path
+        if path.startswith("/incoming/"):
+            allow(request, "PUT")
+            name = name_in(path, "/incoming/")
+            writer.write(await self.upload(name, request, reader, writer))
+            return
+        allow(request, "GET")
+        if path.startswith("/files/"):
+            writer.write(await self.one_file(name_in(path, "/files/")))
+        elif path == "/":
+            writer.write(await self.page())
+        elif path == "/stats":
+            writer.write(json_response(self.stats()))
+        elif path == "/files":
+            writer.write(await self.files(request.query))
+        elif path == "/errors":
+            writer.write(json_response({"errors": list(self.errors)}))
+        elif path == "/healthz":
+            writer.write(http_response(200, b"ok\n", "text/plain; charset=utf-8"))
+        elif path == "/events":
+            await self.stream_events(writer)
+        else:
+            raise HttpError(404, f"nothing at {path}")
+
+    async def stream_events(self, writer: asyncio.StreamWriter) -> None:
+        """Send each event as it comes, until the client goes or falls too far behind."""
+        task = asyncio.current_task()
+        assert task is not None
+        backlog: asyncio.Queue[bytes] = asyncio.Queue(SERVE_STREAM_BACKLOG)
+        self.streams[backlog] = task
+        head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
+        writer.write(head.encode() + b"retry: 2000\n: connected\n\n")  # retry: reconnect wait, ms
+        try:
+            while True:
+                # A client that stops reading fills its socket's buffer, and drain waits; the
+                # queue then fills, and send drops it: neither grows without bound.
+                async with asyncio.timeout(SERVE_TIMEOUT_S):
+                    await writer.drain()
+                writer.write(await backlog.get())
+        finally:
+            self.streams.pop(backlog, None)
+
+    async def upload(self, name: str, request: Request, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bytes:
+        """Take the body as incoming/name, written under a hidden name and renamed once whole,
+        so that the watcher never sees half of it; return the 201 response."""
+        self.check_token(request)
+        if problem := upload_name_problem(name):
+            raise HttpError(400, f"cannot upload {name!r}: {problem}")
+        length = content_length(request)
+        if length > self.max_upload:
+            raise HttpError(413, f"{length:,} bytes is over the limit of {self.max_upload:,}")
+        if name in self.uploading:
+            raise HttpError(409, f"{name} is being uploaded already")
+        self.check_name_free(name)
+        if request.headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it before a large body
+        folder = self.session.folders.incoming
+        temporary = os.path.join(folder, f".{name}.{os.urandom(6).hex()}{UPLOAD_SUFFIX}")
+        self.uploading.add(name)
+        try:
+            with open(temporary, "xb") as file:
+                left = length
+                while left:
+                    async with asyncio.timeout(SERVE_TIMEOUT_S):
+                        data = await reader.read(min(left, HISTORY_BLOCK))
+                    if not data:
+                        raise ConnectionResetError("the upload ended before its Content-Length")
+                    file.write(data)
+                    left -= len(data)
+            await asyncio.to_thread(force_to_disk, temporary)  # the 201 promises it is kept
+            self.check_name_free(name)  # again: a client may have dropped the name meanwhile
+            os.rename(temporary, os.path.join(folder, name))
+        except (ConnectionError, TimeoutError):
+            raise  # the client has gone, or is too slow: the finally below removes its part
+        except OSError as error:
+            raise HttpError(500, f"cannot keep {name}: {error.strerror or error}") from None
+        finally:
+            self.uploading.discard(name)
+            with suppress(FileNotFoundError):
+                os.remove(temporary)
+        location = f"/files/{quote_name(name)}"
+        return json_response({"name": name, "bytes": length, "result": location}, 201,
+                             (f"Location: {location}",))
+
+    def check_token(self, request: Request) -> None:
+        """Raise HttpError unless uploads are on and the request has their token."""
+        import hmac
+        if self.token is None:
+            raise HttpError(403, f"uploads are off: the watcher was started without "
+                                 f"{SERVE_TOKEN_VARIABLE}")
+        given = request.headers.get("authorization", "").removeprefix("Bearer ")
+        # compare_digest takes as long whatever bytes differ: timing tells nothing of the token.
+        if not hmac.compare_digest(given.encode("latin-1"), self.token.encode()):
+            raise HttpError(401, "uploads need the header Authorization: Bearer TOKEN",
+                            ("WWW-Authenticate: Bearer",))
+
+    def check_name_free(self, name: str) -> None:
+        """Raise HttpError 409 if a file of this name is waiting, in processing or done."""
+        folders = self.session.folders
+        for folder in (folders.incoming, folders.processing, folders.done):
+            if os.path.lexists(os.path.join(folder, name)):
+                raise HttpError(409, f"{name} is already in {os.path.basename(folder)}/")
+
+
+def name_in(path: str, prefix: str) -> str:
+    """Return the name that follows prefix in the path, its %-escapes decoded."""
+    from urllib.parse import unquote
+    try:
+        return unquote(path.removeprefix(prefix), errors="strict")
+    except UnicodeDecodeError:
+        raise HttpError(400, "a name's %-escapes must be UTF-8") from None
+
+
+def allow(request: Request, method: str) -> None:
+    """Raise HttpError 405 unless the request uses the method."""
+    if request.method != method:
+        raise HttpError(405, f"{request.path} takes {method} only", (f"Allow: {method}",))
+
+
+def content_length(request: Request) -> int:
+    """Return the request's Content-Length; raise HttpError 411 or 400 if it has none."""
+    text = request.headers.get("content-length")
+    if text is None:
+        raise HttpError(411, "an upload needs a Content-Length (curl -T FILE sends one)")
+    if not text.isascii() or not text.isdigit():
+        raise HttpError(400, f"Content-Length is not a number of bytes: {text!r}")
+    return int(text)
+
+
+def quote_name(name: str) -> str:
+    from urllib.parse import quote
+    return quote(name, safe="")
+
+
+def force_to_disk(path: str) -> None:
+    """Return once the file's bytes are on the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def remove_unfinished_uploads(folder: str) -> None:
+    """Remove the temporary files of uploads that a stopped run left half written."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(UPLOAD_SUFFIX):
+                with suppress(FileNotFoundError):
+                    os.remove(entry.path)
+
+
+async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """After the response, say so (end of file) and read what the client still sends, until it
+    closes; return whether it did within SERVE_LINGER_S.
+
+    Closing at once, with a request's body unread, would make the system reset the connection,
+    and the client might lose the response it had not read yet: a 413, say.
+    """
+    if writer.can_write_eof():
+        writer.write_eof()
+    with suppress(TimeoutError):
+        async with asyncio.timeout(SERVE_LINGER_S):
+            while await reader.read(HISTORY_BLOCK):
+                pass
+            return True
+    return False
 
 
 # --- The command line ---
@@ -3445,6 +4139,28 @@ def worker_count(text: str) -> int:
     return non_negative_int(text)
 
 
+BYTE_UNITS = {"": 1, "b": 1, "k": 10 ** 3, "kb": 10 ** 3, "m": 10 ** 6, "mb": 10 ** 6,
+              "g": 10 ** 9, "gb": 10 ** 9, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30}
+
+
+def byte_count(text: str) -> int:
+    """Parse a size: a whole number of bytes, or of KB, MB, GB (powers of 1000) or KiB, MiB,
+    GiB (of 1024), e.g. 100MB."""
+    number = text.rstrip("BbGgiKkMm")
+    unit = BYTE_UNITS.get(text[len(number):].lower())
+    if unit is None or not number.isascii() or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"not a size like 5000000, 100MB or 1GiB: {text!r}")
+    return int(number) * unit
+
+
+def serve_address(text: str) -> tuple[str, int]:
+    """Parse --serve's [HOST:]PORT."""
+    try:
+        return parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def delimiter_character(text: str) -> str:
     """Parse an option value that must be one character, neither a quote nor a line end;
     `tab` and `\\t` both mean a tab."""
@@ -3477,8 +4193,8 @@ exit status:
        gzip, changed while being read; after its retries, if any), a result could not
        be saved to --db, or --watch could not record a result or move a file and stopped
   2    usage error: no files (a directory with none, or that cannot be listed), a bad
-       option value, a --db, --rejects or --watch path that cannot be used, or
-       --workers that cannot be started
+       option value, a --db, --rejects or --watch path that cannot be used,
+       --workers that cannot be started, or a --serve address that cannot be listened on
   130  interrupted by Ctrl-C: what finished is reported and the rest named; --watch
        sums up its session and puts the files in progress back in DIR/incoming
   143  stopped by SIGTERM (kill, systemctl stop, docker stop), handled as Ctrl-C;
@@ -3491,10 +4207,11 @@ examples:
   python processor.py --json --delay 0 sample_data | jq .summary
   zcat export.csv.gz | python processor.py --encoding cp1252 --decimal-comma -
   python processor.py --watch inbox --db results.db
+  PROCESSOR_UPLOAD_TOKEN=secret python processor.py --watch inbox --serve 8080
 
 README.md tells more of each option, with real output: files from the real world, how
-retries wait, the tables of --db, the rejects files, the dashboard, the timeline, and the
-folders of --watch.
+retries wait, the tables of --db, the rejects files, the dashboard, the timeline, the
+folders of --watch, and what --serve answers.
 """
 
 
@@ -3570,14 +4287,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "not taken half written; an upload written under a hidden name "
                              "(.name.csv) and renamed when complete is never seen early "
                              f"(default: {WATCH_SETTLE_S:g})")
+    parser.add_argument("--serve", type=serve_address, metavar="[HOST:]PORT",
+                        help="with --watch, serve a live page, JSON and an event stream of the "
+                             f"watcher over HTTP (host {SERVE_DEFAULT_HOST} unless given; port 0 "
+                             "picks a free one); uploads, PUT /incoming/NAME, need the token set in "
+                             f"{SERVE_TOKEN_VARIABLE} (default: off)")
+    parser.add_argument("--max-upload", type=byte_count, metavar="SIZE",
+                        help="with --serve, refuse an upload larger than this, e.g. 5000000, "
+                             f"100MB, 1GiB (default: {DEFAULT_MAX_UPLOAD // 10 ** 6}MB)")
     return parser
 
 
 def check_watch_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exit 2 for --watch with files or with an option it cannot be combined with, and for
-    --poll or --settle without --watch."""
+    """Exit 2 for --watch with files or with an option it cannot be combined with, for --poll,
+    --settle or --serve without --watch, and for --max-upload without --serve."""
+    if args.serve is None and args.max_upload is not None:
+        parser.error("--max-upload needs --serve")
     if args.watch is None:
-        for option, given in (("--poll", args.poll), ("--settle", args.settle)):
+        for option, given in (("--poll", args.poll), ("--settle", args.settle),
+                              ("--serve", args.serve)):
             if given is not None:
                 parser.error(f"{option} needs --watch")
         return
@@ -3975,11 +4703,37 @@ def recover_and_report(folders: WatchFolders) -> None:
                           "it (its file is one of those moved back)")
 
 
+def each(*hooks: Callable[..., None]) -> Callable[..., None]:
+    """Return a hook that passes what it hears to each of hooks in turn."""
+    def hear(*details: object) -> None:
+        for hook in hooks:
+            hook(*details)
+    return hear
+
+
+def start_serving(listening: "socket.socket", session: WatchSession, settings: dict[str, object],
+                  max_upload: int) -> WatchServer:
+    """Return the server of the session, saying on stderr where it is, and warning if it is
+    open to a network without a token."""
+    token = os.environ.get(SERVE_TOKEN_VARIABLE) or None
+    url = address_url(listening)
+    uploads = ("uploads on: PUT /incoming/NAME with the token" if token else
+               f"uploads off: set {SERVE_TOKEN_VARIABLE} to take them")
+    status_line.print(f"Serving {url} ({uploads})")
+    if token is None and not is_loopback(listening):
+        status_line.print(f"processor.py: warning: {url} is open to the network, and without "
+                          f"{SERVE_TOKEN_VARIABLE} so is all it shows: the page, /stats, "
+                          "/files, /errors and /events")
+    return WatchServer(listening, session, settings, token=token, max_upload=max_upload)
+
+
 def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolders,
-              stop: StopSignals) -> int:
-    """Watch the folder until a stop signal; return its exit status, or 1 if the watcher could
-    not go on."""
+              listening: "socket.socket | None", stop: StopSignals) -> int:
+    """Watch the folder until a stop signal, serving it if listening; return its exit status,
+    or 1 if the watcher could not go on."""
     session = WatchSession(folders)
+    poll = args.poll or WATCH_POLL_S
+    settle = WATCH_SETTLE_S if args.settle is None else args.settle
     dashboard = check_dashboard(args.dashboard)
     # Without the dashboard, its events (a file finished, failed, waits to retry) go to stderr.
     events = EventLog(echo=None if dashboard else status_line.print)
@@ -3993,11 +4747,19 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
             db = start_database(args.db, settings, [])
             status_line.print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up "
                               f"to {settings.max_concurrent} at a time (Ctrl-C to stop)")
+            on_result, on_retry = save_and_log(db, events), events.add_retry
+            plugged_in: dict[str, Any] = {}
+            if listening is not None:
+                shown = asdict(settings) | {"poll": poll, "settle": settle,
+                                            "workers": args.workers}
+                server = start_serving(listening, session, shown,
+                                       args.max_upload or DEFAULT_MAX_UPLOAD)
+                plugged_in = {"on_claim": server.claimed, "alongside": [server.run]}
+                on_result, on_retry = each(on_result, server.finished), each(on_retry,
+                                                                             server.retrying)
             run_on_screen(lambda screen: watch_folder(
-                session, settings, poll=args.poll or WATCH_POLL_S,
-                settle=WATCH_SETTLE_S if args.settle is None else args.settle,
-                read_file=read_file,
-                on_result=save_and_log(db, events), on_retry=events.add_retry,
+                session, settings, poll=poll, settle=settle, read_file=read_file,
+                on_result=on_result, on_retry=on_retry, **plugged_in,
                 view=None if screen is None else functools.partial(show_watch_dashboard, screen,
                                                                    session, events)),
                 dashboard=dashboard, stop=stop)
@@ -4017,15 +4779,25 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
 
 
 def watch_command(args: argparse.Namespace, settings: Settings, stop: StopSignals) -> int:
-    """Run --watch and return its exit status; exit 2 if the folder cannot be watched."""
+    """Run --watch and return its exit status; exit 2 if the folder cannot be watched or the
+    --serve address listened on."""
     try:
         folders, lock = open_watch_folder(args.watch)
     except WatchUnusable as error:
         print(f"processor.py: error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     try:
-        return run_watch(args, settings, folders, stop)
+        # Listening before anything is claimed: a port in use ends the run here, as a usage error.
+        listening = None if args.serve is None else listen_on(*args.serve)
+    except ServeUnusable as error:
+        os.close(lock)
+        print(f"processor.py: error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    try:
+        return run_watch(args, settings, folders, listening, stop)
     finally:
+        if listening is not None:
+            listening.close()
         os.close(lock)
 
 
