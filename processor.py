@@ -3466,7 +3466,9 @@ def listen_on(host: str, port: int) -> "socket.socket":
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=SERVE_MAX_CONNECTIONS)
     except OSError as error:
-        raise ServeUnusable(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
+        # create_server adds the address to the system's reason, which the message has already.
+        reason = os.strerror(error.errno) if (error.errno or 0) > 0 else error.strerror or error
+        raise ServeUnusable(f"cannot serve on {host}:{port}: {reason}") from None
 
 
 def is_loopback(listening: "socket.socket") -> bool:
@@ -3691,8 +3693,9 @@ def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
         ["File", "Status", "Valid#", "Rejected#", "Total#", "Top category"],
         [[escape(result["name"]), escape(result["status"]), f"{result['valid']:,}",
           f"{result['rejected']:,}", format_amount(result["total"]),
-          escape(result["top_category"] or "")] for result in map(brief_result, results)],
-        "No file processed yet.")
+          escape(result["top_category"] or "")] if result["status"] == "completed" else
+         [escape(result["name"]), escape(result["status"]), "", "", "", ""]
+         for result in map(brief_result, results)], "No file processed yet.")
     failures = html_table(
         ["When", "File", "Error"],
         [[escape(error["at"][11:19]), escape(error["name"]),
@@ -3706,8 +3709,8 @@ def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
 <body><main>
 <h1>processor.py: {title}</h1>
 <p>Up {format_duration(stats["uptime"])}, {plural(totals["files"], "file")} processed:
-{totals["valid_rows"]:,} transactions, total {format_amount(totals["amount"])},
-{totals["rejected_rows"]:,} rows rejected.</p>
+{plural(totals["valid_rows"], "transaction")}, total {format_amount(totals["amount"])},
+{plural(totals["rejected_rows"], "row")} rejected.</p>
 <div class="counts">{counts}</div>
 <h2>In progress</h2>{in_progress}
 <h2>Latest results</h2>{latest}
