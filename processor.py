@@ -3396,38 +3396,23 @@ def format_watch_summary(session: WatchSession, elapsed: float, width: int) -> s
     return "\n".join(lines)
 
 
-# --- Serving over HTTP ---
+# --- A small HTTP server ---
 
-# --serve [HOST:]PORT shows a watcher to a browser, and takes files from clients, with no seat at
-# its terminal. The server is one more task in the watcher's own event loop, plus a task for
-# each connection. Each of those spends its life awaiting its client's next bytes, so a hundred
-# slow clients cost the files being read only the moments it takes to answer them: one thread,
-# many waits, the lesson once more. Every response ends its connection (Connection: close),
-# which keeps the protocol small; only an event stream stays open.
-#
-#     GET /               the live page                GET /files?status=&limit=&offset=
-#     GET /stats          the watcher's state, JSON    GET /files/NAME   one file's result
-#     GET /events         a stream of what happens     GET /errors       the latest failures
-#     PUT /incoming/NAME  upload a file                GET /healthz      ok, while it runs
-#
-# The server hears of the watcher through its hooks (a file claimed, finished, waiting to retry)
-# and reads the rest from the session and the batch; the watcher knows nothing of it.
+# What --serve needs of HTTP/1.1, and no more, on asyncio.start_server: a task for each
+# connection reads one request, answers it and ends the connection (Connection: close, so no
+# request ever follows another on it); an event stream is an answer that goes on. Each task
+# spends its life awaiting its client, so a hundred slow clients cost the loop only the moments
+# it takes to answer them: one thread, many waits, the lesson once more. Whatever a client sends,
+# or fails to send, ends its own connection and no other.
 
 SERVE_DEFAULT_HOST = "127.0.0.1"
-SERVE_TOKEN_VARIABLE = "PROCESSOR_UPLOAD_TOKEN"  # uploads are off unless it is set
 SERVE_MAX_HEAD = 8192  # bytes of request line and headers; a longer head gets 431
 SERVE_MAX_CONNECTIONS = 100  # at once; one more gets 503
 SERVE_TIMEOUT_S = 10.0  # a client silent this long (or not reading) is dropped
 SERVE_LINGER_S = 2.0  # after a response, how long to wait for the client to close first
-SERVE_PROGRESS_S = 1.0  # between two progress events, while files are in progress
 SERVE_HEARTBEAT_S = 15.0  # a comment on a quiet event stream, so that proxies keep it open
 SERVE_STREAM_BACKLOG = 100  # events a stream's client may fall behind by, before it is dropped
-SERVE_RECENT = 10  # results and errors the page and /errors show
-SERVE_PAGE_SIZE = 20  # /files' default limit
-SERVE_MAX_PAGE = 100  # and the largest it takes
-DEFAULT_MAX_UPLOAD = 100_000_000
-UPLOAD_SUFFIX = ".upload"  # an upload under way is incoming/.NAME.RANDOM.upload: hidden
-HISTORY_BLOCK = 65536  # results.jsonl is read from its end, this many bytes at a time
+READ_BYTES = 65536  # what is read at a time: of a request's body, of a file from its end
 
 
 class ServeUnusable(Exception):
@@ -3467,7 +3452,8 @@ def listen_on(host: str, port: int) -> "socket.socket":
         return socket.create_server((host, port), family=family, backlog=SERVE_MAX_CONNECTIONS)
     except OSError as error:
         # create_server adds the address to the system's reason, which the message has already.
-        reason = os.strerror(error.errno) if (error.errno or 0) > 0 else error.strerror or error
+        reason = (os.strerror(error.errno) if error.errno is not None and error.errno > 0
+                  else error.strerror or error)
         raise ServeUnusable(f"cannot serve on {host}:{port}: {reason}") from None
 
 
@@ -3539,6 +3525,193 @@ def event_message(kind: str, data: object, number: int) -> bytes:
     return f"id: {number}\nevent: {kind}\ndata: {strict_json(data)}\n\n".encode()
 
 
+def whole_number_in(query: dict[str, str], name: str, default: int, largest: int) -> int:
+    """Return the query's value of name, a whole number from 0 to largest; raise HttpError 400."""
+    text = query.get(name, str(default))
+    if not text.isascii() or not text.isdigit() or int(text) > largest:
+        raise HttpError(400, f"{name} must be a whole number from 0 to {largest}")
+    return int(text)
+
+
+def name_in(path: str, prefix: str) -> str:
+    """Return the name that follows prefix in the path, its %-escapes decoded."""
+    from urllib.parse import unquote
+    try:
+        return unquote(path.removeprefix(prefix), errors="strict")
+    except UnicodeDecodeError:
+        raise HttpError(400, "a name's %-escapes must be UTF-8") from None
+
+
+def allow(request: Request, method: str) -> None:
+    """Raise HttpError 405 unless the request uses the method."""
+    if request.method != method:
+        raise HttpError(405, f"{request.path} takes {method} only", (f"Allow: {method}",))
+
+
+def content_length(request: Request) -> int:
+    """Return the request's Content-Length; raise HttpError 411 or 400 if it has none."""
+    text = request.headers.get("content-length")
+    if text is None:
+        raise HttpError(411, "an upload needs a Content-Length (curl -T FILE sends one)")
+    if not text.isascii() or not text.isdigit():
+        raise HttpError(400, f"Content-Length is not a number of bytes: {text!r}")
+    return int(text)
+
+
+async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """After the response, say so (end of file) and read what the client still sends, until it
+    closes; return whether it did within SERVE_LINGER_S.
+
+    Closing at once, with a request's body unread, would make the system reset the connection,
+    and the client might lose the response it had not read yet: a 413, say.
+    """
+    if writer.can_write_eof():
+        writer.write_eof()
+    with suppress(TimeoutError):
+        async with asyncio.timeout(SERVE_LINGER_S):
+            while await reader.read(READ_BYTES):
+                pass
+            return True
+    return False
+
+
+# How a server answers a request: it writes the response, or raises HttpError for one.
+Answer = Callable[[Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class HttpServer:
+    """Serves each connection to a listening socket with `answer`, and sends events to the
+    clients of its event streams."""
+
+    def __init__(self, listening: "socket.socket", answer: Answer) -> None:
+        self.listening = listening
+        self.answer = answer
+        self.handlers: set[asyncio.Task[None]] = set()  # a task for each connection
+        self.streams: dict[asyncio.Queue[bytes], asyncio.Task[None]] = {}  # each stream's client
+        self.events_sent = 0
+        self.last_sent = time.monotonic()
+        self.closing = False
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """Serve while the block runs; then close every connection, and return once each
+        connection's task has ended."""
+        # The stream's limit caps the head that readuntil will gather (431 beyond it).
+        server = await asyncio.start_server(self.handle, sock=self.listening,
+                                            limit=SERVE_MAX_HEAD)
+        heartbeat = asyncio.create_task(self.keep_streams_open())
+        try:
+            yield
+        finally:
+            heartbeat.cancel()
+            # Closing the server only stops it accepting: the connections' tasks go on. On
+            # Python 3.11, one still running as the loop closes is cancelled there, and can log
+            # a traceback; so they are cancelled, and awaited, here.
+            self.closing = True
+            server.close()
+            while self.handlers:
+                for task in self.handlers:
+                    task.cancel()
+                await asyncio.gather(*self.handlers, return_exceptions=True)
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await server.wait_closed()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one connection's request, whatever it sends; then close it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        closed_by_client = False
+        try:
+            if self.closing:  # it began as the server was closing
+                return
+            try:
+                if len(self.handlers) > SERVE_MAX_CONNECTIONS:
+                    raise HttpError(503, "too many connections; try again soon",
+                                    ("Retry-After: 1",))
+                request = await read_request(reader)
+                await self.answer(request, reader, writer)
+            except HttpError as error:
+                writer.write(error_response(error))
+            closed_by_client = await linger(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went, or was too slow: nothing to tell it
+        except asyncio.CancelledError:
+            # Cancelled at shutdown, or dropped as too slow an event stream. The handler is the
+            # whole of its task, and ends anyway; but on Python 3.11, asyncio asks a handler's
+            # task for its exception as it ends, which raises and is logged for a cancelled one.
+            pass
+        finally:
+            self.handlers.discard(task)
+            if closed_by_client:
+                writer.close()
+            else:  # whatever it has not taken is thrown away
+                writer.transport.abort()
+
+    async def stream_events(self, writer: asyncio.StreamWriter) -> None:
+        """Send each event as it comes, until the client goes or falls too far behind."""
+        task = asyncio.current_task()
+        assert task is not None
+        backlog: asyncio.Queue[bytes] = asyncio.Queue(SERVE_STREAM_BACKLOG)
+        self.streams[backlog] = task
+        head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
+        writer.write(head.encode() + b"retry: 2000\n: connected\n\n")  # retry: reconnect wait, ms
+        try:
+            while True:
+                # A client that stops reading fills its socket's buffer, and drain waits; the
+                # queue then fills, and send drops it: neither grows without bound.
+                async with asyncio.timeout(SERVE_TIMEOUT_S):
+                    await writer.drain()
+                writer.write(await backlog.get())
+        finally:
+            self.streams.pop(backlog, None)
+
+    def send(self, kind: str, data: object) -> None:
+        """Queue an event for every stream's client; drop a client too far behind to take it."""
+        self.events_sent += 1
+        self.write_to_streams(event_message(kind, data, self.events_sent))
+
+    def write_to_streams(self, message: bytes) -> None:
+        self.last_sent = time.monotonic()
+        for backlog, task in list(self.streams.items()):
+            try:
+                backlog.put_nowait(message)
+            except asyncio.QueueFull:
+                del self.streams[backlog]
+                task.cancel()
+
+    async def keep_streams_open(self) -> None:
+        """Until cancelled: a comment line on the event streams whenever nothing was sent for
+        SERVE_HEARTBEAT_S, so that a proxy does not close them as idle."""
+        while True:
+            await asyncio.sleep(self.last_sent + SERVE_HEARTBEAT_S - time.monotonic())
+            if time.monotonic() - self.last_sent >= SERVE_HEARTBEAT_S:
+                self.write_to_streams(b": heartbeat\n\n")
+
+
+# --- Watching from a browser ---
+
+# --serve [HOST:]PORT shows the watcher to a browser, and takes files from clients, with no seat
+# at its terminal. Its server is a view that runs alongside the status line, in the watcher's
+# event loop; it hears of the watcher through its hooks (a file claimed, finished, waiting to
+# retry), reads the rest from the session and the batch, and reads the history from
+# results.jsonl. The watcher knows nothing of it.
+#
+#     GET /               the live page                GET /files?status=&limit=&offset=
+#     GET /stats          the watcher's state, JSON    GET /files/NAME   one file's result
+#     GET /events         a stream of what happens     GET /errors       the latest failures
+#     PUT /incoming/NAME  upload a file                GET /healthz      ok, while it runs
+
+SERVE_TOKEN_VARIABLE = "PROCESSOR_UPLOAD_TOKEN"  # uploads are off unless it is set
+SERVE_PROGRESS_S = 1.0  # between two progress events, while files are in progress
+SERVE_RECENT = 10  # results and errors the page and /errors show
+SERVE_PAGE_SIZE = 20  # /files' default limit
+SERVE_MAX_PAGE = 100  # and the largest it takes
+DEFAULT_MAX_UPLOAD = 100_000_000
+UPLOAD_SUFFIX = ".upload"  # an upload under way is incoming/.NAME.RANDOM.upload: hidden
+
+
 def upload_name_problem(name: str) -> str | None:
     """Return why a name cannot be uploaded to (None if it can): it must be a plain file name
     that the watcher takes."""
@@ -3555,21 +3728,13 @@ def upload_name_problem(name: str) -> str | None:
     return None
 
 
-def whole_number_in(query: dict[str, str], name: str, default: int, largest: int) -> int:
-    """Return the query's value of name, a whole number from 0 to largest; raise HttpError 400."""
-    text = query.get(name, str(default))
-    if not text.isascii() or not text.isdigit() or int(text) > largest:
-        raise HttpError(400, f"{name} must be a whole number from 0 to {largest}")
-    return int(text)
-
-
 def lines_from_end(path: str) -> Iterator[bytes]:
     """Yield the file's lines, the last first, reading a block at a time from its end."""
     with open(path, "rb") as file:
         end = file.seek(0, os.SEEK_END)
         tail = b""
         while end > 0:
-            start = max(end - HISTORY_BLOCK, 0)
+            start = max(end - READ_BYTES, 0)
             file.seek(start)
             lines = (file.read(end - start) + tail).split(b"\n")
             tail = lines.pop(0)  # may be the end of a line that starts in the block before
@@ -3723,62 +3888,43 @@ def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
 
 
 class WatchServer:
-    """The HTTP server of one --watch session. Its hooks (claimed, finished, retrying) hear of
-    the watcher; `run` is a view: it serves until cancelled, then closes every connection."""
+    """The HTTP face of one --watch session. Its hooks (claimed, finished, retrying) hear of
+    the watcher; `run`, a view, serves until cancelled."""
 
     def __init__(self, listening: "socket.socket", session: WatchSession,
                  settings: dict[str, object], *, token: str | None, max_upload: int) -> None:
-        self.listening = listening
+        self.http = HttpServer(listening, self.answer)
         self.session = session
-        self.settings = settings
+        self.settings = settings  # shown in /stats
         self.token = token
         self.max_upload = max_upload
         self.batch: Batch | None = None  # the watcher's, once run
-        self.handlers: set[asyncio.Task[None]] = set()
-        self.streams: dict[asyncio.Queue[bytes], asyncio.Task[None]] = {}  # each stream's client
-        self.events_sent = 0
-        self.last_sent = time.monotonic()
         self.uploading: set[str] = set()  # names being uploaded now
         self.totals = SessionTotals()
         self.errors: deque[dict[str, Any]] = deque(maxlen=SERVE_RECENT)
-        self.closing = False
 
     # The hooks, which the watcher calls.
 
     def claimed(self, path: str) -> None:
-        self.send("claimed", {"name": os.path.basename(path), "at": utc_now()})
+        self.http.send("claimed", {"name": os.path.basename(path), "at": utc_now()})
 
     def finished(self, result: FileResult) -> None:
         self.totals.add(result)
         brief = brief_result({**result, "finished_at": utc_now()})
         if result["status"] == "completed":
-            self.send("finished", brief)
+            self.http.send("finished", brief)
         else:
             self.add_error("failed", brief["name"], str(result["error"]))
-            self.send("failed", brief)
+            self.http.send("failed", brief)
 
     def retrying(self, filename: str, wait: float, error: str) -> None:
         name = os.path.basename(filename)
         self.add_error("retry", name, error, wait=round(wait, 3))
-        self.send("retry", {"name": name, "wait": round(wait, 3), "error": error})
+        self.http.send("retry", {"name": name, "wait": round(wait, 3), "error": error})
 
     def add_error(self, kind: str, name: str, error: str, **more: object) -> None:
         self.errors.appendleft({"at": utc_now(), "kind": kind, "name": name, "error": error,
                                 **more})
-
-    def send(self, kind: str, data: object) -> None:
-        """Queue an event for every stream's client; drop a client too far behind to take it."""
-        self.events_sent += 1
-        self.write_to_streams(event_message(kind, data, self.events_sent))
-
-    def write_to_streams(self, message: bytes) -> None:
-        self.last_sent = time.monotonic()
-        for backlog, task in list(self.streams.items()):
-            try:
-                backlog.put_nowait(message)
-            except asyncio.QueueFull:
-                del self.streams[backlog]
-                task.cancel()
 
     # What the endpoints show.
 
@@ -3852,63 +3998,15 @@ class WatchServer:
     # Serving.
 
     async def run(self, batch: Batch) -> None:
-        """Serve until cancelled; then close every connection, and return once each handler
-        has ended."""
+        """Serve until cancelled, with a progress event every SERVE_PROGRESS_S while files are
+        in progress; then close every connection."""
         self.batch = batch
         remove_unfinished_uploads(self.session.folders.incoming)
-        # The stream's limit caps the head that readuntil will gather (431 beyond it).
-        server = await asyncio.start_server(self.handle, sock=self.listening,
-                                            limit=SERVE_MAX_HEAD)
-        try:
+        async with self.http.serving():
             while True:
                 await asyncio.sleep(SERVE_PROGRESS_S)
                 if self.session.processing:
-                    self.send("progress", {"files": self.in_progress()})
-                elif time.monotonic() - self.last_sent >= SERVE_HEARTBEAT_S:
-                    self.write_to_streams(b": heartbeat\n\n")
-        finally:
-            # Closing the server only stops it accepting: the connections' tasks go on. On
-            # Python 3.11, one still running as the loop closes is cancelled there, and can log
-            # a traceback; so they are cancelled, and awaited, here.
-            self.closing = True
-            server.close()
-            while self.handlers:
-                for task in self.handlers:
-                    task.cancel()
-                await asyncio.gather(*self.handlers, return_exceptions=True)
-            await server.wait_closed()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer one connection's request, whatever it sends; then close it."""
-        task = asyncio.current_task()
-        assert task is not None
-        self.handlers.add(task)
-        closed_by_client = False
-        try:
-            if self.closing:  # it began as the server was closing
-                return
-            try:
-                if len(self.handlers) > SERVE_MAX_CONNECTIONS:
-                    raise HttpError(503, "too many connections; try again soon",
-                                    ("Retry-After: 1",))
-                request = await read_request(reader)
-                await self.answer(request, reader, writer)
-            except HttpError as error:
-                writer.write(error_response(error))
-            closed_by_client = await linger(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went, or was too slow: nothing to tell it
-        except asyncio.CancelledError:
-            # Cancelled at shutdown, or dropped as too slow an event stream. The handler is the
-            # whole of its task, and ends anyway; but on Python 3.11, asyncio asks a handler's
-            # task for its exception as it ends, which raises and is logged for a cancelled one.
-            pass
-        finally:
-            self.handlers.discard(task)
-            if closed_by_client:
-                writer.close()
-            else:  # whatever it has not taken is thrown away
-                writer.transport.abort()
+                    self.http.send("progress", {"files": self.in_progress()})
 
     async def answer(self, request: Request, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
@@ -3932,28 +4030,9 @@ class WatchServer:
         elif path == "/healthz":
             writer.write(http_response(200, b"ok\n", "text/plain; charset=utf-8"))
         elif path == "/events":
-            await self.stream_events(writer)
+            await self.http.stream_events(writer)
         else:
             raise HttpError(404, f"nothing at {path}")
-
-    async def stream_events(self, writer: asyncio.StreamWriter) -> None:
-        """Send each event as it comes, until the client goes or falls too far behind."""
-        task = asyncio.current_task()
-        assert task is not None
-        backlog: asyncio.Queue[bytes] = asyncio.Queue(SERVE_STREAM_BACKLOG)
-        self.streams[backlog] = task
-        head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
-        writer.write(head.encode() + b"retry: 2000\n: connected\n\n")  # retry: reconnect wait, ms
-        try:
-            while True:
-                # A client that stops reading fills its socket's buffer, and drain waits; the
-                # queue then fills, and send drops it: neither grows without bound.
-                async with asyncio.timeout(SERVE_TIMEOUT_S):
-                    await writer.drain()
-                writer.write(await backlog.get())
-        finally:
-            self.streams.pop(backlog, None)
 
     async def upload(self, name: str, request: Request, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> bytes:
@@ -3978,7 +4057,7 @@ class WatchServer:
                 left = length
                 while left:
                     async with asyncio.timeout(SERVE_TIMEOUT_S):
-                        data = await reader.read(min(left, HISTORY_BLOCK))
+                        data = await reader.read(min(left, READ_BYTES))
                     if not data:
                         raise ConnectionResetError("the upload ended before its Content-Length")
                     file.write(data)
@@ -4018,31 +4097,6 @@ class WatchServer:
                 raise HttpError(409, f"{name} is already in {os.path.basename(folder)}/")
 
 
-def name_in(path: str, prefix: str) -> str:
-    """Return the name that follows prefix in the path, its %-escapes decoded."""
-    from urllib.parse import unquote
-    try:
-        return unquote(path.removeprefix(prefix), errors="strict")
-    except UnicodeDecodeError:
-        raise HttpError(400, "a name's %-escapes must be UTF-8") from None
-
-
-def allow(request: Request, method: str) -> None:
-    """Raise HttpError 405 unless the request uses the method."""
-    if request.method != method:
-        raise HttpError(405, f"{request.path} takes {method} only", (f"Allow: {method}",))
-
-
-def content_length(request: Request) -> int:
-    """Return the request's Content-Length; raise HttpError 411 or 400 if it has none."""
-    text = request.headers.get("content-length")
-    if text is None:
-        raise HttpError(411, "an upload needs a Content-Length (curl -T FILE sends one)")
-    if not text.isascii() or not text.isdigit():
-        raise HttpError(400, f"Content-Length is not a number of bytes: {text!r}")
-    return int(text)
-
-
 def quote_name(name: str) -> str:
     from urllib.parse import quote
     return quote(name, safe="")
@@ -4064,23 +4118,6 @@ def remove_unfinished_uploads(folder: str) -> None:
             if entry.name.startswith(".") and entry.name.endswith(UPLOAD_SUFFIX):
                 with suppress(FileNotFoundError):
                     os.remove(entry.path)
-
-
-async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-    """After the response, say so (end of file) and read what the client still sends, until it
-    closes; return whether it did within SERVE_LINGER_S.
-
-    Closing at once, with a request's body unread, would make the system reset the connection,
-    and the client might lose the response it had not read yet: a 413, say.
-    """
-    if writer.can_write_eof():
-        writer.write_eof()
-    with suppress(TimeoutError):
-        async with asyncio.timeout(SERVE_LINGER_S):
-            while await reader.read(HISTORY_BLOCK):
-                pass
-            return True
-    return False
 
 
 # --- The command line ---
