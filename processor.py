@@ -2,6 +2,7 @@
 
 Usage: python processor.py [options] FILE_OR_DIR ...    (python processor.py --help for the options)
        python processor.py [options] --watch DIR        (run until Ctrl-C on what arrives in DIR)
+       python processor.py [options] --watch DIR --serve [HOST:]PORT    (and show it over HTTP)
 
 Up to three files are read at a time (asyncio, one thread); a spinner and a progress line
 keep the user company on stderr, and the report goes to stdout:
@@ -44,6 +45,11 @@ call the core makes forward is to the faster reader).
     The timeline       --timeline: after the report, a chart of which file held which slot, when
     Watching a folder  --watch: a service that takes each file as it arrives, only once it is
                        complete, and records its result before moving it on, crash or not
+    An HTTP server     what --serve needs of HTTP/1.1, on asyncio.start_server: a task for each
+                       connection, a limit on all a client could abuse, event streams, and a
+                       shutdown that ends each connection's task itself
+    Serving a watch    --serve: the watcher's live page, JSON, events and uploads, from a view
+                       beside its status line that hears of it through the watcher's hooks
     The command line   parsing arguments, and main, which plugs in the extras asked for;
                        stopping: SIGINT, SIGTERM and SIGHUP, at any moment, as Ctrl-C
 """
@@ -3396,7 +3402,7 @@ def format_watch_summary(session: WatchSession, elapsed: float, width: int) -> s
     return "\n".join(lines)
 
 
-# --- A small HTTP server ---
+# --- An HTTP server ---
 
 # What --serve needs of HTTP/1.1, and no more, on asyncio.start_server: a task for each
 # connection reads one request, answers it and ends the connection (Connection: close, so no
@@ -3690,7 +3696,7 @@ class HttpServer:
                 self.write_to_streams(b": heartbeat\n\n")
 
 
-# --- Watching from a browser ---
+# --- Serving a watch ---
 
 # --serve [HOST:]PORT shows the watcher to a browser, and takes files from clients, with no seat
 # at its terminal. Its server is a view that runs alongside the status line, in the watcher's
