@@ -95,7 +95,7 @@ from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Collection, Coroutine,
-                    Iterable, Iterator, Literal, NamedTuple, TextIO, TypedDict, TypeVar)
+                    Iterable, Iterator, Literal, Mapping, NamedTuple, TextIO, TypedDict, TypeVar)
 
 if TYPE_CHECKING:
     # For the type hints of later sections: each is imported where an option or a kind of
@@ -3770,12 +3770,12 @@ def history(path: str, *, status: str | None = None, name: str | None = None, li
     return found
 
 
-def brief_result(result: dict[str, Any]) -> dict[str, Any]:
+def brief_result(result: Mapping[str, Any]) -> dict[str, Any]:
     """Return what the page and the events show of a result."""
     return {"name": os.path.basename(result["filename"]), "status": result["status"],
             "valid": result["total_transactions"], "rejected": result["invalid_rows"],
             "total": result["total_amount_exact"], "top_category": result["top_category"],
-            "error": result["error"], "finished_at": result.get("finished_at")}
+            "error": result["error"]}
 
 
 @dataclass
@@ -3916,7 +3916,7 @@ class WatchServer:
 
     def finished(self, result: FileResult) -> None:
         self.totals.add(result)
-        brief = brief_result({**result, "finished_at": utc_now()})
+        brief = brief_result(result) | {"at": utc_now()}
         if result["status"] == "completed":
             self.http.send("finished", brief)
         else:
@@ -3926,7 +3926,8 @@ class WatchServer:
     def retrying(self, filename: str, wait: float, error: str) -> None:
         name = os.path.basename(filename)
         self.add_error("retry", name, error, wait=round(wait, 3))
-        self.http.send("retry", {"name": name, "wait": round(wait, 3), "error": error})
+        self.http.send("retry", {"name": name, "wait": round(wait, 3), "error": error,
+                                 "at": utc_now()})
 
     def add_error(self, kind: str, name: str, error: str, **more: object) -> None:
         self.errors.appendleft({"at": utc_now(), "kind": kind, "name": name, "error": error,
@@ -3946,7 +3947,7 @@ class WatchServer:
             files.append({"name": os.path.basename(path), "status": status,
                           "rows": progress.tally.count, "rejected": progress.tally.invalid_rows,
                           "bytes_read": progress.bytes_read, "size": file_size(path),
-                          "seconds": round(now - progress.started, 3)})
+                          "seconds": round(max(now - progress.started, 0), 3)})
         return files
 
     def stats(self) -> dict[str, Any]:
