@@ -3800,6 +3800,7 @@ h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 1.5em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .25em .6em; border-bottom: 1px solid #ddd; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+.counts table { width: auto; } .counts th, .counts td { min-width: 6em; }
 .counts td { font-size: 1.4em; }
 progress { width: 8em; vertical-align: middle; }
 .error { color: #a00; } .muted { color: #777; }
@@ -3865,7 +3866,7 @@ def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
         [[escape(result["name"]), escape(result["status"]), f"{result['valid']:,}",
           f"{result['rejected']:,}", format_amount(result["total"]),
           escape(result["top_category"] or "")] if result["status"] == "completed" else
-         [escape(result["name"]), escape(result["status"]), "", "", "", ""]
+         [escape(result["name"]), escape(result["status"]), "-", "-", "-", "-"]
          for result in map(brief_result, results)], "No file processed yet.")
     failures = html_table(
         ["When", "File", "Error"],
@@ -3877,9 +3878,12 @@ def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>processor.py: {title}</title><style>{PAGE_STYLE}</style></head>
-<body><main>
+<body>
+<p id="live" class="muted">Reload the page to see it now; with JavaScript it updates itself.</p>
+<main>
 <h1>processor.py: {title}</h1>
-<p>Up {format_duration(stats["uptime"])}, {plural(totals["files"], "file")} processed:
+<p>Up {format_duration(stats["uptime"])}, {plural(totals["files"], "file")} processed
+({folders["done"]:,} done, {folders["failed"]:,} failed):
 {plural(totals["valid_rows"], "transaction")}, total {format_amount(totals["amount"])},
 {plural(totals["rejected_rows"], "row")} rejected.</p>
 <div class="counts">{counts}</div>
@@ -3887,7 +3891,6 @@ def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
 <h2>Latest results</h2>{latest}
 <h2>Latest errors</h2>{failures}
 </main>
-<p id="live" class="muted">Reload the page to see it now; with JavaScript it updates itself.</p>
 <script>{PAGE_SCRIPT}</script>
 </body></html>
 """

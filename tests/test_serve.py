@@ -360,13 +360,14 @@ async def test_the_page_shows_the_counts_the_results_and_the_errors(tmp_path):
         page = body.decode()
 
         assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8")
-        assert "2 files processed:\n3 transactions, total 20.00,\n1 row rejected" in page
+        assert ("2 files processed\n(1 done, 1 failed):\n3 transactions, total 20.00,\n"
+                "1 row rejected") in page
         assert ("<tr><td class=\"n\">0</td><td class=\"n\">0</td><td class=\"n\">1</td>"
                 "<td class=\"n\">1</td></tr>") in page
         assert ('<tr><td>good.csv</td><td>completed</td><td class="n">3</td><td class="n">1</td>'
                 '<td class="n">20.00</td><td>dining</td></tr>') in page
-        assert ('<tr><td>broken.csv</td><td>error</td><td class="n"></td><td class="n"></td>'
-                '<td class="n"></td><td></td></tr>') in page
+        assert ('<tr><td>broken.csv</td><td>error</td><td class="n">-</td><td class="n">-</td>'
+                '<td class="n">-</td><td>-</td></tr>') in page
         assert "failed: Header lacks required column(s): amount" in page
         assert "new EventSource(\"/events\")" in page
         assert "src=" not in page and "href=" not in page  # nothing to load from elsewhere
