@@ -3869,7 +3869,7 @@ def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
          [escape(result["name"]), escape(result["status"]), "-", "-", "-", "-"]
          for result in map(brief_result, results)], "No file processed yet.")
     failures = html_table(
-        ["When", "File", "Error"],
+        ["When (UTC)", "File", "Error"],
         [[escape(error["at"][11:19]), escape(error["name"]),
           f'<span class="error">{escape(error["kind"])}: {escape(error["error"])}</span>']
          for error in errors], "No errors.")
