@@ -3799,6 +3799,7 @@ body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 60em
 h1 { font-size: 1.3em; } h2 { font-size: 1.05em; margin-top: 1.5em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .25em .6em; border-bottom: 1px solid #ddd; }
+th { white-space: nowrap; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 .counts table { width: auto; } .counts th, .counts td { min-width: 6em; }
 .counts td { font-size: 1.4em; }
