@@ -4339,10 +4339,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(.name.csv) and renamed when complete is never seen early "
                              f"(default: {WATCH_SETTLE_S:g})")
     parser.add_argument("--serve", type=serve_address, metavar="[HOST:]PORT",
-                        help="with --watch, serve a live page, JSON and an event stream of the "
-                             f"watcher over HTTP (host {SERVE_DEFAULT_HOST} unless given; port 0 "
-                             "picks a free one); uploads, PUT /incoming/NAME, need the token set in "
-                             f"{SERVE_TOKEN_VARIABLE} (default: off)")
+                        help="with --watch, serve the watcher over HTTP: a live page at /, "
+                             "JSON at /stats, /files and /errors, an event stream at /events, "
+                             "and uploads by PUT /incoming/NAME, which need the token set in "
+                             f"{SERVE_TOKEN_VARIABLE} (host {SERVE_DEFAULT_HOST} unless given; "
+                             "port 0 picks a free one) (default: off)")
     parser.add_argument("--max-upload", type=byte_count, metavar="SIZE",
                         help="with --serve, refuse an upload larger than this, e.g. 5000000, "
                              f"100MB, 1GiB (default: {DEFAULT_MAX_UPLOAD // 10 ** 6}MB)")
