@@ -3419,6 +3419,7 @@ SERVE_LINGER_S = 2.0  # after a response, how long to wait for the client to clo
 SERVE_HEARTBEAT_S = 15.0  # a comment on a quiet event stream, so that proxies keep it open
 SERVE_STREAM_BACKLOG = 100  # events a stream's client may fall behind by, before it is dropped
 READ_BYTES = 65536  # what is read at a time: of a request's body, of a file from its end
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # what a header's name may be made of
 
 
 class ServeUnusable(Exception):
@@ -3444,8 +3445,11 @@ class Request(NamedTuple):
 def parse_address(text: str) -> tuple[str, int]:
     """Return the host and port of `[HOST:]PORT` (an IPv6 host in brackets); raise ValueError."""
     host, colon, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]") if colon else SERVE_DEFAULT_HOST
-    if not port.isascii() or not port.isdigit() or int(port) > 65535 or not host:
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host if colon else SERVE_DEFAULT_HOST
+    # An IPv6 host's colons would be taken for the port's: it comes in brackets, [::1]:8080.
+    if (not port.isascii() or not port.isdigit() or int(port) > 65535 or not host
+            or any(character in host for character in "[]") or (":" in host) != bracketed):
         raise ValueError(f"not [HOST:]PORT: {text!r}")
     return host, int(port)
 
@@ -3460,7 +3464,7 @@ def listen_on(host: str, port: int) -> "socket.socket":
         # create_server adds the address to the system's reason, which the message has already.
         reason = (os.strerror(error.errno) if error.errno is not None and error.errno > 0
                   else error.strerror or error)
-        raise ServeUnusable(f"cannot serve on {host}:{port}: {reason}") from None
+        raise ServeUnusable(f"cannot serve on {host_and_port(host, port)}: {reason}") from None
 
 
 def is_loopback(listening: "socket.socket") -> bool:
@@ -3469,10 +3473,14 @@ def is_loopback(listening: "socket.socket") -> bool:
     return ipaddress.ip_address(listening.getsockname()[0]).is_loopback
 
 
+def host_and_port(host: str, port: int) -> str:
+    """Return HOST:PORT, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def address_url(listening: "socket.socket") -> str:
     """Return the http:// address the socket is reached at."""
-    host, port = listening.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    return f"http://{host_and_port(*listening.getsockname()[:2])}/"
 
 
 def parse_head(head: bytes) -> Request:
@@ -3481,15 +3489,19 @@ def parse_head(head: bytes) -> Request:
     from urllib.parse import parse_qsl
     request_line, *header_lines = head.decode("latin-1").removesuffix("\r\n\r\n").split("\r\n")
     parts = request_line.split(" ")
-    if (len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/")
-            or not parts[1].isascii()):
+    if (len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1")
+            or not parts[1].startswith("/") or not parts[1].isascii()):
         raise HttpError(400, "not an HTTP/1.x request line")
-    headers = {}
+    headers: dict[str, str] = {}
     for line in header_lines:
         name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
+        if not colon or not HTTP_TOKEN.fullmatch(name):
             raise HttpError(400, "a header line without a name")
-        headers[name.lower()] = value.strip()
+        name, value = name.lower(), value.strip()
+        # Two lengths that differ could make the body end where the client did not mean it to.
+        if name == "content-length" and headers.get(name, value) != value:
+            raise HttpError(400, "two different Content-Lengths")
+        headers[name] = value
     path, _, query = parts[1].partition("?")
     return Request(parts[0], path, dict(parse_qsl(query)), headers)
 
@@ -3531,11 +3543,13 @@ def event_message(kind: str, data: object, number: int) -> bytes:
     return f"id: {number}\nevent: {kind}\ndata: {strict_json(data)}\n\n".encode()
 
 
-def whole_number_in(query: dict[str, str], name: str, default: int, largest: int) -> int:
-    """Return the query's value of name, a whole number from 0 to largest; raise HttpError 400."""
+def whole_number_in(query: dict[str, str], name: str, default: int, smallest: int,
+                    largest: int) -> int:
+    """Return the query's value of name, a whole number from smallest to largest; raise
+    HttpError 400."""
     text = query.get(name, str(default))
-    if not text.isascii() or not text.isdigit() or int(text) > largest:
-        raise HttpError(400, f"{name} must be a whole number from 0 to {largest}")
+    if not text.isascii() or not text.isdigit() or not smallest <= int(text) <= largest:
+        raise HttpError(400, f"{name} must be a whole number from {smallest} to {largest}")
     return int(text)
 
 
@@ -3557,11 +3571,18 @@ def allow(request: Request, method: str) -> None:
 def content_length(request: Request) -> int:
     """Return the request's Content-Length; raise HttpError 411 or 400 if it has none."""
     text = request.headers.get("content-length")
-    if text is None:
-        raise HttpError(411, "an upload needs a Content-Length (curl -T FILE sends one)")
+    if text is None or "transfer-encoding" in request.headers:
+        raise HttpError(411, "an upload needs a Content-Length, and no Transfer-Encoding "
+                             "(curl -T FILE sends one; curl -T - does not)")
     if not text.isascii() or not text.isdigit():
         raise HttpError(400, f"Content-Length is not a number of bytes: {text!r}")
     return int(text)
+
+
+async def until_end_of_file(reader: asyncio.StreamReader) -> None:
+    """Read, and throw away, what the client sends until it closes its side."""
+    while await reader.read(READ_BYTES):
+        pass
 
 
 async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -3575,8 +3596,7 @@ async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.write_eof()
     with suppress(TimeoutError):
         async with asyncio.timeout(SERVE_LINGER_S):
-            while await reader.read(READ_BYTES):
-                pass
+            await until_end_of_file(reader)
             return True
     return False
 
@@ -3639,9 +3659,16 @@ class HttpServer:
                 await self.answer(request, reader, writer)
             except HttpError as error:
                 writer.write(error_response(error))
+            except (OSError, asyncio.IncompleteReadError):
+                raise  # the connection's own trouble, below
+            except Exception as error:
+                # A bug in an answer must not take the server down, nor go unseen.
+                status_line.print(f"processor.py: unexpected {type(error).__name__} answering "
+                                  f"{request.method} {request.path}: {error}")
+                writer.write(error_response(HttpError(500, f"unexpected {type(error).__name__}")))
             closed_by_client = await linger(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went, or was too slow: nothing to tell it
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went (a reset, a timeout): nothing to tell it
         except asyncio.CancelledError:
             # Cancelled at shutdown, or dropped as too slow an event stream. The handler is the
             # whole of its task, and ends anyway; but on Python 3.11, asyncio asks a handler's
@@ -3654,12 +3681,22 @@ class HttpServer:
             else:  # whatever it has not taken is thrown away
                 writer.transport.abort()
 
-    async def stream_events(self, writer: asyncio.StreamWriter) -> None:
+    async def stream_events(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
         """Send each event as it comes, until the client goes or falls too far behind."""
         task = asyncio.current_task()
         assert task is not None
         backlog: asyncio.Queue[bytes] = asyncio.Queue(SERVE_STREAM_BACKLOG)
         self.streams[backlog] = task
+        # A client that goes sends an end of file: heard now, it frees its connection at once,
+        # rather than at the next event written to it.
+        def client_gone(reading: "asyncio.Task[None]") -> None:
+            if not reading.cancelled():  # cancelled: the stream ended first
+                reading.exception()  # a reset ends it too; taken here, so not logged as lost
+                task.cancel()
+
+        hang_up = asyncio.create_task(until_end_of_file(reader))
+        hang_up.add_done_callback(client_gone)
         head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
                 "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
         writer.write(head.encode() + b"retry: 2000\n: connected\n\n")  # retry: reconnect wait, ms
@@ -3672,6 +3709,7 @@ class HttpServer:
                 writer.write(await backlog.get())
         finally:
             self.streams.pop(backlog, None)
+            hang_up.cancel()
 
     def send(self, kind: str, data: object) -> None:
         """Queue an event for every stream's client; drop a client too far behind to take it."""
@@ -3716,6 +3754,8 @@ SERVE_PAGE_SIZE = 20  # /files' default limit
 SERVE_MAX_PAGE = 100  # and the largest it takes
 DEFAULT_MAX_UPLOAD = 100_000_000
 UPLOAD_SUFFIX = ".upload"  # an upload under way is incoming/.NAME.RANDOM.upload: hidden
+UPLOAD_NAME_BYTES = 200  # so that the temporary name, 21 bytes longer, is a name a system takes
+SERVE_MIN_UPLOAD_RATE = 16384  # bytes a second; an upload slower than this on the whole is dropped
 
 
 def upload_name_problem(name: str) -> str | None:
@@ -3725,10 +3765,13 @@ def upload_name_problem(name: str) -> str | None:
         return "a file name, not a path"
     if name.startswith("."):
         return "a name that starts with a dot is hidden, or a way out of the folder"
-    if any(character < " " or character == "\x7f" for character in name):
-        return "a name with a control character"
-    if len(name.encode()) > 255:
-        return "a name over 255 bytes"
+    import unicodedata
+    # Control and format characters (a line break, a right-to-left override) would let a name
+    # pass for another in the logs.
+    if any(unicodedata.category(character) in ("Cc", "Cf", "Zl", "Zp") for character in name):
+        return "a name with a control or format character"
+    if len(name.encode()) > UPLOAD_NAME_BYTES:
+        return f"a name over {UPLOAD_NAME_BYTES} bytes"
     if not is_csv_name(name):
         return "a name that ends .csv or .csv.gz"
     return None
@@ -3756,18 +3799,27 @@ def history(path: str, *, status: str | None = None, name: str | None = None, li
     `offset` of them; only those of the status, or of the file name (in done/ or failed/), if
     given. It reads from the end, only as far back as it must."""
     found: list[dict[str, Any]] = []
-    for line in lines_from_end(path):
-        with suppress(ValueError):  # a line being written, or not JSON (edited by hand)
-            result = json.loads(line)
-            if ((status is None or result.get("status") == status)
-                    and (name is None or os.path.basename(result.get("filename", "")) == name)):
-                if offset:
-                    offset -= 1
-                    continue
-                found.append(result)
-                if len(found) == limit:
-                    break
+    with suppress(FileNotFoundError):  # removed by hand: no history
+        for line in lines_from_end(path):
+            with suppress(ValueError):  # a line being written, or not JSON (edited by hand)
+                result = json.loads(line)
+                if (is_result(result) and (status is None or result["status"] == status)
+                        and (name is None or os.path.basename(result["filename"]) == name)):
+                    if offset:
+                        offset -= 1
+                        continue
+                    found.append(result)
+                    if len(found) == limit:
+                        break
     return found
+
+
+def is_result(value: object) -> bool:
+    """Return whether a line of results.jsonl holds what the page and the events show of a
+    result (a line edited by hand may not)."""
+    return (isinstance(value, dict) and isinstance(value.get("filename"), str)
+            and {"status", "total_transactions", "invalid_rows", "total_amount_exact",
+                 "top_category", "error"} <= value.keys())
 
 
 def brief_result(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -3912,6 +3964,7 @@ class WatchServer:
         self.uploading: set[str] = set()  # names being uploaded now
         self.totals = SessionTotals()
         self.errors: deque[dict[str, Any]] = deque(maxlen=SERVE_RECENT)
+        self.reading_history = asyncio.Semaphore(1)
 
     # The hooks, which the watcher calls.
 
@@ -3972,7 +4025,14 @@ class WatchServer:
 
     async def history(self, **choice: Any) -> list[dict[str, Any]]:
         """history() of results.jsonl, read in a thread: the disk must not hold up the loop."""
-        return await asyncio.to_thread(history, self.session.folders.results, **choice)
+        # One read at a time: on a long history one can take seconds, and the threads it would
+        # take are those the watcher uses too (for each file's SHA-256).
+        async with self.reading_history:
+            try:
+                return await asyncio.to_thread(history, self.session.folders.results, **choice)
+            except OSError as error:
+                raise HttpError(500, f"cannot read {WATCH_RESULTS_NAME}: "
+                                     f"{error.strerror or error}") from None
 
     async def page(self) -> bytes:
         results = await self.history(limit=SERVE_RECENT)
@@ -3984,8 +4044,8 @@ class WatchServer:
         shown = query.get("status")
         if shown is not None and shown not in statuses:
             raise HttpError(400, "status must be done or failed")
-        limit = whole_number_in(query, "limit", SERVE_PAGE_SIZE, SERVE_MAX_PAGE)
-        offset = whole_number_in(query, "offset", 0, 10 ** 9)
+        limit = whole_number_in(query, "limit", SERVE_PAGE_SIZE, 1, SERVE_MAX_PAGE)
+        offset = whole_number_in(query, "offset", 0, 0, 10 ** 9)
         found = await self.history(status=None if shown is None else statuses[shown],
                                    limit=limit + 1, offset=offset)
         more = len(found) > limit
@@ -3995,16 +4055,19 @@ class WatchServer:
                               "next": following if more else None})
 
     async def one_file(self, name: str) -> bytes:
-        found = await self.history(name=name, limit=1)
-        if found:
-            return json_response(found[0])
-        # Not finished: maybe on its way still.
+        # Only the names the watcher takes: any other would tell whether a path exists.
+        if upload_name_problem(name) is not None:
+            raise HttpError(404, f"no file {name!r}: not a name the watcher takes")
+        # A file on its way first: a name that failed before may have been sent again.
         for file in self.in_progress():
             if file["name"] == name:
                 return json_response(file)
-        if os.path.exists(os.path.join(self.session.folders.incoming, name)):
+        if os.path.isfile(os.path.join(self.session.folders.incoming, name)):
             return json_response({"name": name, "status": "waiting"})
-        raise HttpError(404, f"no file {name} in results, processing/ or incoming/")
+        found = await self.history(name=name, limit=1)
+        if found:
+            return json_response(found[0])
+        raise HttpError(404, f"no file {name} in incoming/, processing/ or the results")
 
     # Serving.
 
@@ -4041,7 +4104,7 @@ class WatchServer:
         elif path == "/healthz":
             writer.write(http_response(200, b"ok\n", "text/plain; charset=utf-8"))
         elif path == "/events":
-            await self.http.stream_events(writer)
+            await self.http.stream_events(reader, writer)
         else:
             raise HttpError(404, f"nothing at {path}")
 
@@ -4064,15 +4127,18 @@ class WatchServer:
         temporary = os.path.join(folder, f".{name}.{os.urandom(6).hex()}{UPLOAD_SUFFIX}")
         self.uploading.add(name)
         try:
+            # Silent for SERVE_TIMEOUT_S, or too slow on the whole, a client is dropped: one that
+            # sends a byte now and then would keep its connection, and its file, for ever.
             with open(temporary, "xb") as file:
-                left = length
-                while left:
-                    async with asyncio.timeout(SERVE_TIMEOUT_S):
-                        data = await reader.read(min(left, READ_BYTES))
-                    if not data:
-                        raise ConnectionResetError("the upload ended before its Content-Length")
-                    file.write(data)
-                    left -= len(data)
+                async with asyncio.timeout(SERVE_TIMEOUT_S + length / SERVE_MIN_UPLOAD_RATE):
+                    left = length
+                    while left:
+                        async with asyncio.timeout(SERVE_TIMEOUT_S):
+                            data = await reader.read(min(left, READ_BYTES))
+                        if not data:
+                            raise ConnectionResetError("the upload ended before its length")
+                        file.write(data)
+                        left -= len(data)
             await asyncio.to_thread(force_to_disk, temporary)  # the 201 promises it is kept
             self.check_name_free(name)  # again: a client may have dropped the name meanwhile
             os.rename(temporary, os.path.join(folder, name))
@@ -4094,7 +4160,9 @@ class WatchServer:
         if self.token is None:
             raise HttpError(403, f"uploads are off: the watcher was started without "
                                  f"{SERVE_TOKEN_VARIABLE}")
-        given = request.headers.get("authorization", "").removeprefix("Bearer ")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            given = ""
         # compare_digest takes as long whatever bytes differ: timing tells nothing of the token.
         if not hmac.compare_digest(given.encode("latin-1"), self.token.encode()):
             raise HttpError(401, "uploads need the header Authorization: Bearer TOKEN",

@@ -110,12 +110,19 @@ def test_an_empty_results_file_has_no_lines(tmp_path):
     assert list(processor.lines_from_end(str(tmp_path / "results.jsonl"))) == []
 
 
+def result_line(filename: str, status: str = "completed") -> str:
+    """Return a line of results.jsonl with the keys the server reads."""
+    return json.dumps({"filename": filename, "status": status, "total_transactions": 1,
+                       "invalid_rows": 0, "total_amount_exact": "1.00", "top_category": "x",
+                       "error": None if status == "completed" else "bad"}) + "\n"
+
+
 def test_history_is_newest_first_filtered_and_paged(tmp_path, monkeypatch):
     monkeypatch.setattr(processor, "READ_BYTES", 50)
     path = tmp_path / "results.jsonl"
     statuses = ["completed", "error", "completed", "completed", "error"]
-    path.write_text("".join(json.dumps({"filename": f"/w/done/f{number}.csv", "status": status})
-                            + "\n" for number, status in enumerate(statuses))
+    path.write_text("".join(result_line(f"/w/done/f{number}.csv", status)
+                            for number, status in enumerate(statuses))
                     + "not json, a line edited by hand\n")
 
     def names(**choice):
@@ -132,8 +139,7 @@ def test_history_is_newest_first_filtered_and_paged(tmp_path, monkeypatch):
 
 def test_history_stops_reading_once_it_has_enough(tmp_path, monkeypatch):
     path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps({"filename": f"f{n}.csv", "status": "completed"}) + "\n"
-                            for n in range(10_000)))
+    path.write_text("".join(result_line(f"f{n}.csv") for n in range(10_000)))
     reads: list[int] = []
     real_open = open
 
