@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import asynccontextmanager, closing
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def test_an_address_is_host_and_port_the_host_loopback_unless_given(text, addres
     assert processor.parse_address(text) == address
 
 
-@pytest.mark.parametrize("text", ["", "http", "80a", "65536", "host:", ":80", "-1", "８０"])
+@pytest.mark.parametrize("text", ["", "http", "80a", "65536", "host:", ":80", "-1", "８０",
+                                  "::1:80", "[::1:80", "[a]b:80", "[127.0.0.1]:80"])
 def test_an_address_that_is_not_host_and_port_is_refused(text):
     with pytest.raises(ValueError):
         processor.parse_address(text)
@@ -79,6 +81,10 @@ def test_a_head_is_parsed_into_method_path_query_and_lower_case_headers():
     b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",  # a target must be ASCII (%-escaped)
     b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
     b"GET / HTTP/1.1\r\n folded: header\r\n\r\n",
+    b"GET / HTTP/1.junk\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nNUL\x00: x\r\n\r\n",
+    b"PUT /incoming/a.csv HTTP/1.1\r\nContent-Length: 78\r\nContent-Length: 3\r\n\r\n",
 ])
 def test_a_head_that_is_not_http_1_gets_400(head):
     with pytest.raises(HttpError) as refused:
@@ -90,7 +96,8 @@ def test_a_head_that_is_not_http_1_gets_400(head):
     ("x.csv", True), ("Export 2024 (1).CSV", True), ("x.csv.gz", True), ("café.csv", True),
     ("../x.csv", False), ("..", False), (".", False), (".x.csv", False), ("a/b.csv", False),
     ("a\\b.csv", False), ("x.txt", False), ("x.csv.part", False), ("x\n.csv", False),
-    ("x" * 252 + ".csv", False), ("", False),
+    ("x" * 196 + ".csv", True), ("x" * 197 + ".csv", False), ("", False),
+    ("a\u202evsc.exe.csv", False), ("a\u0085b.csv", False), ("a\u2028b.csv", False),
 ])
 def test_an_upload_name_is_a_plain_name_the_watcher_takes(name, allowed):
     assert (processor.upload_name_problem(name) is None) == allowed
@@ -224,6 +231,10 @@ async def serving(root: Path, *, token: str | None = None, max_upload: int = 10_
         session, settings, poll=0.01, settle=settle, read_file=read_file,
         on_claim=server.claimed, on_result=server.finished, on_retry=server.retrying,
         alongside=[server.run]))
+    # What asyncio would log ("Unhandled exception in client_connected_cb", "Task exception was
+    # never retrieved"): every test of the server checks there is none.
+    logged: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: logged.append(context))
     try:
         yield Served(server, session, listening.getsockname()[1], root)
     finally:
@@ -231,6 +242,7 @@ async def serving(root: Path, *, token: str | None = None, max_upload: int = 10_
         await asyncio.gather(task, return_exceptions=True)
         listening.close()
         os.close(lock)
+    assert logged == []
 
 
 def fetch(port: int, method: str, path: str, body: bytes | None = None,
@@ -348,7 +360,7 @@ async def test_stats_files_and_errors_hold_the_figures_of_the_files_processed(tm
 
 
 @pytest.mark.parametrize("query", ["status=pending", "limit=-1", "limit=101", "offset=x",
-                                   "limit=1e3"])
+                                   "limit=1e3", "limit=0"])
 @pytest.mark.asyncio
 async def test_a_bad_query_of_files_gets_400(tmp_path, query):
     async with serving(tmp_path / "inbox") as served:
@@ -823,3 +835,143 @@ def test_serve_options_out_of_place_are_usage_errors(args, message, capsys):
         processor.main(args)
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --- What a hunt for breakage found ---
+
+@pytest.mark.asyncio
+async def test_a_client_that_resets_after_its_request_disturbs_nothing(tmp_path):
+    async with serving(tmp_path / "inbox") as served:
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", served.port)) as raw:
+                raw.sendall(b"GET /stats HTTP/1.1\r\n\r\n")
+                # Closed with a linger of 0 seconds: a reset, not an end of file.
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+        await wait_until(lambda: not served.server.http.handlers)
+        assert (await get(served.port, "/healthz"))[0] == 200
+    # and serving() found nothing logged
+
+
+@pytest.mark.asyncio
+async def test_a_bug_in_an_answer_gets_500_and_one_line_and_the_server_goes_on(
+        tmp_path, monkeypatch, capsys):
+    def broken(self):
+        raise RuntimeError("a bug")
+
+    async with serving(tmp_path / "inbox") as served:
+        monkeypatch.setattr(processor.WatchServer, "stats", broken)
+        assert await get_json(served.port, "/stats", 500) == {"error": "unexpected RuntimeError"}
+        assert (await get(served.port, "/healthz"))[0] == 200
+    assert ("processor.py: unexpected RuntimeError answering GET /stats: a bug\n"
+            in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("path", ["/files/%2Fetc%2Fpasswd", "/files/..", "/files/",
+                                  "/files/.processor.lock", "/files/%2E%2E%2Fresults.jsonl"])
+@pytest.mark.asyncio
+async def test_files_name_tells_nothing_of_paths_outside_the_watch(tmp_path, path):
+    async with serving(tmp_path / "inbox") as served:
+        assert "not a name the watcher takes" in (await get_json(served.port, path, 404))["error"]
+
+
+@pytest.mark.asyncio
+async def test_a_name_that_failed_and_is_sent_again_shows_the_new_file_first(tmp_path):
+    # A second to settle: time to ask for the file while it waits.
+    async with serving(tmp_path / "inbox", token=TOKEN, settle=1.0) as served:
+        assert (await put(served.port, "again.csv", NO_AMOUNT.encode()))[0] == 201
+        await wait_until(lambda: served.session.failed == 1)
+        assert (await get_json(served.port, "/files/again.csv"))["status"] == "error"
+
+        # The same name again: one in failed/ does not count, a client may send it fixed.
+        assert (await put(served.port, "again.csv", GOOD.encode()))[0] == 201
+        assert (await get_json(served.port, "/files/again.csv"))["status"] == "waiting"
+        await wait_until(lambda: served.session.done == 1)
+        assert (await get_json(served.port, "/files/again.csv"))["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_the_history_is_read_by_one_thread_at_a_time(tmp_path, monkeypatch):
+    reading, most = 0, 0
+    real_history = processor.history
+
+    def counted(*args, **choice):
+        nonlocal reading, most
+        reading += 1
+        most = max(most, reading)
+        time.sleep(0.05)
+        try:
+            return real_history(*args, **choice)
+        finally:
+            reading -= 1
+
+    monkeypatch.setattr(processor, "history", counted)
+    loop = asyncio.get_running_loop()
+    async with serving(tmp_path / "inbox") as served:
+        # The clients' threads are their own: in the loop's pool they would take the threads
+        # the server reads with.
+        with ThreadPoolExecutor(8) as clients:
+            answers = await asyncio.gather(*(
+                loop.run_in_executor(clients, fetch, served.port, "GET", path)
+                for path in ["/files", "/files/x.csv", "/", "/files?offset=3"] * 2))
+    assert [status for status, _, _ in answers] == [200, 404, 200, 200] * 2
+    assert most == 1
+
+
+@pytest.mark.asyncio
+async def test_lines_that_are_not_results_are_skipped_and_no_results_file_is_no_history(tmp_path):
+    async with serving(tmp_path / "inbox") as served:
+        results = tmp_path / "inbox" / "results.jsonl"
+        results.write_text(result_line("/w/done/kept.csv") + '123\n[1, 2]\n{}\n'
+                           '{"filename": null}\n{"filename": "/w/done/partial.csv"}\n')
+        history = await get_json(served.port, "/files")
+        assert [result["filename"] for result in history["files"]] == ["/w/done/kept.csv"]
+        assert (await get(served.port, "/"))[0] == 200
+        results.unlink()
+        assert (await get_json(served.port, "/files"))["files"] == []
+        assert (await get(served.port, "/"))[0] == 200
+        await get_json(served.port, "/files/kept.csv", 404)
+
+
+@pytest.mark.asyncio
+async def test_a_stream_client_that_closes_frees_its_place_at_once(tmp_path):
+    async with serving(tmp_path / "inbox") as served:
+        with socket.create_connection(("127.0.0.1", served.port)) as raw:
+            raw.sendall(b"GET /events HTTP/1.1\r\n\r\n")
+            await wait_until(lambda: served.server.http.streams)
+        # well before the next event or heartbeat (15 s)
+        await wait_until(lambda: not served.server.http.handlers, seconds=2)
+        assert not served.server.http.streams
+
+
+@pytest.mark.asyncio
+async def test_an_upload_that_trickles_is_dropped_by_its_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(processor, "SERVE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(processor, "SERVE_MIN_UPLOAD_RATE", 1000)
+    incoming = tmp_path / "inbox" / "incoming"
+    async with serving(tmp_path / "inbox", token=TOKEN) as served:
+        # 100 bytes at 1000 a second or more: a deadline of 0.5 + 0.1 s, where a byte every
+        # 0.2 s, never silent for the 0.5 s of one read, would take 20 s.
+        with socket.create_connection(("127.0.0.1", served.port)) as raw:
+            raw.sendall(f"PUT /incoming/slow.csv HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                        "Content-Length: 100\r\n\r\n".encode())
+            started = time.monotonic()
+            while served.server.http.handlers and time.monotonic() - started < 5:
+                with suppress(OSError):
+                    raw.sendall(b"x")
+                await asyncio.sleep(0.2)
+            assert time.monotonic() - started < 2
+        await wait_until(lambda: not os.listdir(incoming))
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"Transfer-Encoding": "chunked", "Content-Length": "5", "Authorization": f"Bearer {TOKEN}"},
+     411),
+    ({"Authorization": TOKEN}, 401),  # the token without its scheme
+    ({"Authorization": f"Basic {TOKEN}"}, 401),
+    ({"Authorization": f"bearer {TOKEN}"}, 201),  # a scheme's case does not matter
+])
+@pytest.mark.asyncio
+async def test_an_upload_needs_one_plain_length_and_a_bearer_token(tmp_path, headers, status):
+    async with serving(tmp_path / "inbox", token=TOKEN) as served:
+        answered, _, _ = await put(served.port, "a.csv", b"hello", token=None, **headers)
+        assert answered == status
