@@ -297,7 +297,7 @@ def status_of(response: bytes) -> int:
 async def test_healthz_says_ok_and_every_response_is_typed_and_never_cached(tmp_path):
     async with serving(tmp_path / "inbox") as served:
         for path in ("/healthz", "/", "/stats", "/files", "/errors", "/nowhere"):
-            status, headers, body = await get(served.port, path)
+            _, headers, body = await get(served.port, path)
             assert headers["cache-control"] == "no-store"
             assert headers["content-type"] in ("text/plain; charset=utf-8", "application/json",
                                                "text/html; charset=utf-8")
@@ -786,7 +786,7 @@ def test_an_uploaded_file_is_processed_by_the_program(tmp_path):
             time.sleep(0.05)
     finally:
         watcher.send_signal(signal.SIGTERM)
-        stdout, stderr = watcher.communicate(timeout=30)
+        _, stderr = watcher.communicate(timeout=30)
     assert f"finished {root / 'done' / 'client.csv'} (3 valid, 1 rejected)" in stderr
 
 
