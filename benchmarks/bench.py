@@ -53,12 +53,13 @@ class Sizes(NamedTuple):
     scheduled_rows: int  # over six files, like the sample data: 1/6 of them in the first, ...
     runs: int  # of each throughput reader; the best counts
     batch_runs: int  # of each batch with and without workers; the best counts
+    served_rows: int  # of each of six files read while the HTTP clients come
 
 
 FULL = Sizes(rows=1_000_000, big_rows=5_000_000, small_files=1_000, scheduled_rows=3600, runs=8,
-             batch_runs=3)
+             batch_runs=3, served_rows=20_000)
 QUICK = Sizes(rows=20_000, big_rows=100_000, small_files=100, scheduled_rows=1200, runs=2,
-              batch_runs=1)
+              batch_runs=1, served_rows=20_000)
 WORKERS = 2  # --workers 2, as many as this machine has cores; the pool has one a slot: 3
 
 
@@ -471,6 +472,95 @@ def measure_startup(runs: int) -> list[Figure]:
     ]
 
 
+# --- 7. Serving a watch: --serve ---
+
+SERVE_CLIENTS = 50
+CLIENTS_SCRIPT = """
+import http.client, os, sys, threading, time
+os.nice(19)  # the clients' own work must not take the cores from the loop being measured
+port, answered, waits = int(sys.argv[1]), [], []
+def client():
+    for path in ("/", "/stats", "/files?limit=5", "/errors", "/healthz"):
+        started = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        answered.append(response.status == 200)
+        waits.append(time.perf_counter() - started)
+threads = [threading.Thread(target=client) for _ in range(int(sys.argv[2]))]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(sum(answered), len(answered), sorted(waits)[len(waits) // 2])
+"""
+
+
+async def watch_with_probe(root: Path, rows: int, clients: int) -> tuple[float, str]:
+    """Watch root, serving it, while six files are read and `clients` clients (none: no
+    requests) fetch five pages each; return the loop's worst stall meanwhile, and the clients'
+    line (answered, asked, median seconds)."""
+    folders, lock = processor.open_watch_folder(str(root))
+    session = processor.WatchSession(folders)
+    listening = processor.listen_on("127.0.0.1", 0)
+    server = processor.WatchServer(listening, session, {}, token=None, max_upload=1)
+    settings = processor.Settings(max_concurrent=3, delay=0.005)
+    watcher = asyncio.create_task(processor.watch_folder(
+        session, settings, poll=0.01, settle=0, on_claim=server.claimed,
+        on_result=server.finished, on_retry=server.retrying, alongside=[server.run],
+        view=lambda batch: asyncio.Event().wait()))  # no status line: this prints a table
+    worst = 0.0
+
+    async def probe() -> None:
+        nonlocal worst
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(0.005)
+            worst = max(worst, loop.time() - asked - 0.005)
+
+    try:
+        for number in range(6):
+            write_rows(root / f"file_{number}.csv", rows, seed=number)
+            (root / f"file_{number}.csv").rename(root / "incoming" / f"file_{number}.csv")
+        while not session.processing:
+            await asyncio.sleep(0.01)
+        prober = asyncio.create_task(probe())
+        if clients:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", CLIENTS_SCRIPT, str(listening.getsockname()[1]),
+                str(clients), stdout=asyncio.subprocess.PIPE)
+            line = (await process.communicate())[0].decode().strip()
+        else:
+            await asyncio.sleep(1.0)
+            line = ""
+        busy = bool(session.processing)
+        prober.cancel()
+        assert busy, "the files were read before the clients were done: make them longer"
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        listening.close()
+        os.close(lock)
+    return worst, line
+
+
+def measure_serving(folder: Path, rows: int) -> list[Figure]:
+    (folder / "quiet").mkdir()
+    (folder / "served").mkdir()
+    quiet, _ = asyncio.run(watch_with_probe(folder / "quiet", rows, 0))
+    served, line = asyncio.run(watch_with_probe(folder / "served", rows, SERVE_CLIENTS))
+    answered, asked, median = line.split()
+    return [
+        Figure(f"worst event-loop stall, {SERVE_CLIENTS} HTTP clients during a watch",
+               f"{served * 1000:.1f} ms (no clients: {quiet * 1000:.1f} ms)", "<= 20 ms",
+               served <= 0.020),
+        Figure(f"requests answered, {SERVE_CLIENTS} clients at once",
+               f"{answered} of {asked} (median {float(median) * 1000:.0f} ms)", f"{asked} of {asked}",
+               answered == asked),
+    ]
+
+
 # --- The table ---
 
 def format_table(figures: list[Figure]) -> str:
@@ -502,7 +592,8 @@ def run_all(folder: Path, sizes: Sizes) -> list[Figure]:
             + measure_workers(folder, one, sizes)
             + measure_memory_with_workers(one, big, sizes.rows, sizes.big_rows)
             + measure_stop_latency([one, *copies], sizes, runs=3)
-            + measure_startup(runs=9 if sizes is FULL else 3))
+            + measure_startup(runs=9 if sizes is FULL else 3)
+            + measure_serving(folder, sizes.served_rows))
 
 
 def main(argv: list[str] | None = None) -> int:
