@@ -95,7 +95,8 @@ from datetime import date, datetime, timezone
 from decimal import Context, Decimal, MAX_EMAX, MAX_PREC, MIN_EMIN, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Collection, Coroutine,
-                    Iterable, Iterator, Literal, Mapping, NamedTuple, TextIO, TypedDict, TypeVar)
+                    Iterable, Iterator, Literal, Mapping, NamedTuple, ParamSpec, TextIO, TypedDict,
+                    TypeVar)
 
 if TYPE_CHECKING:
     # For the type hints of later sections: each is imported where an option or a kind of
@@ -136,6 +137,7 @@ EXIT_USAGE = 2
 EXIT_SIGNALLED = 128  # plus the signal's number (130 for Ctrl-C), as a shell reports it
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Decimal's default context keeps 28 significant digits, so a long enough sum would be rounded.
 # In this one no sum of amounts can outgrow the precision, so adding is always exact.
@@ -3355,7 +3357,7 @@ async def watch_folder(session: WatchSession, settings: Settings, *, poll: float
     files it was processing back to incoming/. Raises WatchFailed, having done the same, if a
     result cannot be recorded or a file cannot be moved. The hooks and the view plug in as in
     process_batch, and `on_claim` hears of each file claimed; without a view, the status line
-    is shown. The views `alongside` run beside it, and stop with it: a server, say.
+    is shown. The views `alongside` run beside it, and stop with it.
     """
     room = asyncio.Event()  # set when a file leaves processing/ or starts waiting to retry
 
@@ -3370,7 +3372,6 @@ async def watch_folder(session: WatchSession, settings: Settings, *, poll: float
     status: View = view or (lambda batch: show_watch_status(session))
     shows = [asyncio.create_task(show(batch)) for show in (status, *alongside)]
     try:
-        await asyncio.sleep(0)  # each view takes its first step (a server starts) before a claim
         # A TaskGroup here, not gather as in a batch: a result that cannot be recorded stops
         # the session, and the group then cancels every other file, which goes back to incoming/.
         async with asyncio.TaskGroup() as files:
@@ -3415,10 +3416,9 @@ SERVE_DEFAULT_HOST = "127.0.0.1"
 SERVE_MAX_HEAD = 8192  # bytes of request line and headers; a longer head gets 431
 SERVE_MAX_CONNECTIONS = 100  # at once; one more gets 503
 SERVE_TIMEOUT_S = 10.0  # a client silent this long (or not reading) is dropped
-SERVE_LINGER_S = 2.0  # after a response, how long to wait for the client to close first
 SERVE_HEARTBEAT_S = 15.0  # a comment on a quiet event stream, so that proxies keep it open
 SERVE_STREAM_BACKLOG = 100  # events a stream's client may fall behind by, before it is dropped
-READ_BYTES = 65536  # what is read at a time: of a request's body, of a file from its end
+READ_BYTES = 65536  # what is read of a request's body at a time
 HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # what a header's name may be made of
 
 
@@ -3562,21 +3562,10 @@ def name_in(path: str, prefix: str) -> str:
         raise HttpError(400, "a name's %-escapes must be UTF-8") from None
 
 
-def allow(request: Request, method: str) -> None:
+def require_method(request: Request, method: str) -> None:
     """Raise HttpError 405 unless the request uses the method."""
     if request.method != method:
         raise HttpError(405, f"{request.path} takes {method} only", (f"Allow: {method}",))
-
-
-def content_length(request: Request) -> int:
-    """Return the request's Content-Length; raise HttpError 411 or 400 if it has none."""
-    text = request.headers.get("content-length")
-    if text is None or "transfer-encoding" in request.headers:
-        raise HttpError(411, "an upload needs a Content-Length, and no Transfer-Encoding "
-                             "(curl -T FILE sends one; curl -T - does not)")
-    if not text.isascii() or not text.isdigit():
-        raise HttpError(400, f"Content-Length is not a number of bytes: {text!r}")
-    return int(text)
 
 
 async def until_end_of_file(reader: asyncio.StreamReader) -> None:
@@ -3587,7 +3576,7 @@ async def until_end_of_file(reader: asyncio.StreamReader) -> None:
 
 async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     """After the response, say so (end of file) and read what the client still sends, until it
-    closes; return whether it did within SERVE_LINGER_S.
+    closes; return whether it did within SERVE_TIMEOUT_S, having taken the whole response.
 
     Closing at once, with a request's body unread, would make the system reset the connection,
     and the client might lose the response it had not read yet: a 413, say.
@@ -3595,7 +3584,7 @@ async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     if writer.can_write_eof():
         writer.write_eof()
     with suppress(TimeoutError):
-        async with asyncio.timeout(SERVE_LINGER_S):
+        async with asyncio.timeout(SERVE_TIMEOUT_S):
             await until_end_of_file(reader)
             return True
     return False
@@ -3613,7 +3602,8 @@ class HttpServer:
         self.listening = listening
         self.answer = answer
         self.handlers: set[asyncio.Task[None]] = set()  # a task for each connection
-        self.streams: dict[asyncio.Queue[bytes], asyncio.Task[None]] = {}  # each stream's client
+        # The events waiting to be sent to each stream's client, and its connection's task.
+        self.streams: dict[asyncio.Queue[bytes], asyncio.Task[None]] = {}
         self.events_sent = 0
         self.last_sent = time.monotonic()
         self.closing = False
@@ -3648,6 +3638,7 @@ class HttpServer:
         assert task is not None
         self.handlers.add(task)
         closed_by_client = False
+        asked = "a request"
         try:
             if self.closing:  # it began as the server was closing
                 return
@@ -3656,6 +3647,7 @@ class HttpServer:
                     raise HttpError(503, "too many connections; try again soon",
                                     ("Retry-After: 1",))
                 request = await read_request(reader)
+                asked = f"{request.method} {request.path}"
                 await self.answer(request, reader, writer)
             except HttpError as error:
                 writer.write(error_response(error))
@@ -3664,15 +3656,16 @@ class HttpServer:
             except Exception as error:
                 # A bug in an answer must not take the server down, nor go unseen.
                 status_line.print(f"processor.py: unexpected {type(error).__name__} answering "
-                                  f"{request.method} {request.path}: {error}")
+                                  f"{asked}: {error}")
                 writer.write(error_response(HttpError(500, f"unexpected {type(error).__name__}")))
             closed_by_client = await linger(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
             pass  # the client went (a reset, a timeout): nothing to tell it
         except asyncio.CancelledError:
-            # Cancelled at shutdown, or dropped as too slow an event stream. The handler is the
-            # whole of its task, and ends anyway; but on Python 3.11, asyncio asks a handler's
-            # task for its exception as it ends, which raises and is logged for a cancelled one.
+            # The one place a cancel is not passed on. Cancelled at shutdown, or dropped as too
+            # slow an event stream, the handler is the whole of its task, which ends anyway; but
+            # on Python 3.11 asyncio asks a handler's task for its exception as it ends, which
+            # raises for a cancelled one, and is logged.
             pass
         finally:
             self.handlers.discard(task)
@@ -3686,8 +3679,8 @@ class HttpServer:
         """Send each event as it comes, until the client goes or falls too far behind."""
         task = asyncio.current_task()
         assert task is not None
-        backlog: asyncio.Queue[bytes] = asyncio.Queue(SERVE_STREAM_BACKLOG)
-        self.streams[backlog] = task
+        waiting_events: asyncio.Queue[bytes] = asyncio.Queue(SERVE_STREAM_BACKLOG)
+        self.streams[waiting_events] = task
         # A client that goes sends an end of file: heard now, it frees its connection at once,
         # rather than at the next event written to it.
         def client_gone(reading: "asyncio.Task[None]") -> None:
@@ -3695,10 +3688,11 @@ class HttpServer:
                 reading.exception()  # a reset ends it too; taken here, so not logged as lost
                 task.cancel()
 
-        hang_up = asyncio.create_task(until_end_of_file(reader))
-        hang_up.add_done_callback(client_gone)
+        reading_to_end = asyncio.create_task(until_end_of_file(reader))
+        reading_to_end.add_done_callback(client_gone)
         head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
+                "Cache-Control: no-store\r\nConnection: close\r\n"
+                "X-Accel-Buffering: no\r\n\r\n")  # nginx, as a proxy: pass each event at once
         writer.write(head.encode() + b"retry: 2000\n: connected\n\n")  # retry: reconnect wait, ms
         try:
             while True:
@@ -3706,10 +3700,10 @@ class HttpServer:
                 # queue then fills, and send drops it: neither grows without bound.
                 async with asyncio.timeout(SERVE_TIMEOUT_S):
                     await writer.drain()
-                writer.write(await backlog.get())
+                writer.write(await waiting_events.get())
         finally:
-            self.streams.pop(backlog, None)
-            hang_up.cancel()
+            self.streams.pop(waiting_events, None)
+            reading_to_end.cancel()
 
     def send(self, kind: str, data: object) -> None:
         """Queue an event for every stream's client; drop a client too far behind to take it."""
@@ -3718,11 +3712,11 @@ class HttpServer:
 
     def write_to_streams(self, message: bytes) -> None:
         self.last_sent = time.monotonic()
-        for backlog, task in list(self.streams.items()):
+        for waiting_events, task in list(self.streams.items()):
             try:
-                backlog.put_nowait(message)
+                waiting_events.put_nowait(message)
             except asyncio.QueueFull:
-                del self.streams[backlog]
+                del self.streams[waiting_events]
                 task.cancel()
 
     async def keep_streams_open(self) -> None:
@@ -3754,6 +3748,7 @@ SERVE_PAGE_SIZE = 20  # /files' default limit
 SERVE_MAX_PAGE = 100  # and the largest it takes
 DEFAULT_MAX_UPLOAD = 100_000_000
 UPLOAD_SUFFIX = ".upload"  # an upload under way is incoming/.NAME.RANDOM.upload: hidden
+HISTORY_BLOCK = 65536  # results.jsonl is read from its end, this many bytes at a time
 UPLOAD_NAME_BYTES = 200  # so that the temporary name, 21 bytes longer, is a name a system takes
 SERVE_MIN_UPLOAD_RATE = 16384  # bytes a second; an upload slower than this on the whole is dropped
 
@@ -3783,7 +3778,7 @@ def lines_from_end(path: str) -> Iterator[bytes]:
         end = file.seek(0, os.SEEK_END)
         tail = b""
         while end > 0:
-            start = max(end - READ_BYTES, 0)
+            start = max(end - HISTORY_BLOCK, 0)
             file.seek(start)
             lines = (file.read(end - start) + tail).split(b"\n")
             tail = lines.pop(0)  # may be the end of a line that starts in the block before
@@ -3799,8 +3794,13 @@ def history(path: str, *, status: str | None = None, name: str | None = None, li
     `offset` of them; only those of the status, or of the file name (in done/ or failed/), if
     given. It reads from the end, only as far back as it must."""
     found: list[dict[str, Any]] = []
+    # JSON writes a name as its plain characters (with an escape for a quote, a backslash or a
+    # character past ASCII): a line without these bytes is not that file's, and costs no parse.
+    wanted = b"" if name is None else json.dumps(name)[1:-1].encode()
     with suppress(FileNotFoundError):  # removed by hand: no history
         for line in lines_from_end(path):
+            if wanted not in line:
+                continue
             with suppress(ValueError):  # a line being written, or not JSON (edited by hand)
                 result = json.loads(line)
                 if (is_result(result) and (status is None or result["status"] == status)
@@ -3949,6 +3949,19 @@ def render_page(stats: dict[str, Any], results: list[dict[str, Any]],
 """
 
 
+def never_raising(hook: Callable[P, None]) -> Callable[P, None]:
+    """Return the hook, made to print a line rather than raise: a bug of the server's must not
+    stop the watcher, which calls it."""
+    @functools.wraps(hook)
+    def hear(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            hook(*args, **kwargs)
+        except Exception as error:
+            status_line.print(f"processor.py: unexpected {type(error).__name__} in the server's "
+                              f"{hook.__name__} hook: {error}")
+    return hear
+
+
 class WatchServer:
     """The HTTP face of one --watch session. Its hooks (claimed, finished, retrying) hear of
     the watcher; `run`, a view, serves until cancelled."""
@@ -3968,9 +3981,11 @@ class WatchServer:
 
     # The hooks, which the watcher calls.
 
+    @never_raising
     def claimed(self, path: str) -> None:
         self.http.send("claimed", {"name": os.path.basename(path), "at": utc_now()})
 
+    @never_raising
     def finished(self, result: FileResult) -> None:
         self.totals.add(result)
         brief = brief_result(result) | {"at": utc_now()}
@@ -3980,6 +3995,7 @@ class WatchServer:
             self.add_error("failed", brief["name"], str(result["error"]))
             self.http.send("failed", brief)
 
+    @never_raising
     def retrying(self, filename: str, wait: float, error: str) -> None:
         name = os.path.basename(filename)
         self.add_error("retry", name, error, wait=round(wait, 3))
@@ -4027,12 +4043,19 @@ class WatchServer:
         """history() of results.jsonl, read in a thread: the disk must not hold up the loop."""
         # One read at a time: on a long history one can take seconds, and the threads it would
         # take are those the watcher uses too (for each file's SHA-256).
-        async with self.reading_history:
-            try:
-                return await asyncio.to_thread(history, self.session.folders.results, **choice)
-            except OSError as error:
-                raise HttpError(500, f"cannot read {WATCH_RESULTS_NAME}: "
-                                     f"{error.strerror or error}") from None
+        try:
+            async with asyncio.timeout(SERVE_TIMEOUT_S):
+                await self.reading_history.acquire()
+        except TimeoutError:
+            raise HttpError(503, "the history is busy; try again soon",
+                            ("Retry-After: 1",)) from None
+        try:
+            return await asyncio.to_thread(history, self.session.folders.results, **choice)
+        except OSError as error:
+            raise HttpError(500, f"cannot read {WATCH_RESULTS_NAME}: "
+                                 f"{error.strerror or error}") from None
+        finally:
+            self.reading_history.release()
 
     async def page(self) -> bytes:
         results = await self.history(limit=SERVE_RECENT)
@@ -4040,19 +4063,19 @@ class WatchServer:
                              "text/html; charset=utf-8")
 
     async def files(self, query: dict[str, str]) -> bytes:
-        statuses = {"done": "completed", "failed": "error"}
-        shown = query.get("status")
-        if shown is not None and shown not in statuses:
+        statuses = {"done": "completed", "failed": "error"}  # the folder, the result's status
+        folder = query.get("status")
+        if folder is not None and folder not in statuses:
             raise HttpError(400, "status must be done or failed")
         limit = whole_number_in(query, "limit", SERVE_PAGE_SIZE, 1, SERVE_MAX_PAGE)
         offset = whole_number_in(query, "offset", 0, 0, 10 ** 9)
-        found = await self.history(status=None if shown is None else statuses[shown],
+        found = await self.history(status=None if folder is None else statuses[folder],
                                    limit=limit + 1, offset=offset)
         more = len(found) > limit
-        following = (f"/files?{'status=' + shown + '&' if shown else ''}limit={limit}"
+        next_page = (f"/files?{'status=' + folder + '&' if folder else ''}limit={limit}"
                      f"&offset={offset + limit}")
         return json_response({"files": found[:limit], "offset": offset, "limit": limit,
-                              "next": following if more else None})
+                              "next": next_page if more else None})
 
     async def one_file(self, name: str) -> bytes:
         # Only the names the watcher takes: any other would tell whether a path exists.
@@ -4073,24 +4096,34 @@ class WatchServer:
 
     async def run(self, batch: Batch) -> None:
         """Serve until cancelled, with a progress event every SERVE_PROGRESS_S while files are
-        in progress; then close every connection."""
+        in progress; then close every connection.
+
+        It starts at the watcher's first await, before any claim: a file is claimed at its
+        second look at the earliest. Should the server fail, it says so and stops, and the
+        watcher goes on: no one waits on a view's task until the end.
+        """
         self.batch = batch
-        remove_unfinished_uploads(self.session.folders.incoming)
-        async with self.http.serving():
-            while True:
-                await asyncio.sleep(SERVE_PROGRESS_S)
-                if self.session.processing:
-                    self.http.send("progress", {"files": self.in_progress()})
+        try:
+            remove_unfinished_uploads(self.session.folders.incoming)
+            async with self.http.serving():
+                while True:
+                    await asyncio.sleep(SERVE_PROGRESS_S)
+                    if self.session.processing:
+                        self.http.send("progress", {"files": self.in_progress()})
+        except Exception as error:
+            status_line.print(f"processor.py: the server has stopped: unexpected "
+                              f"{type(error).__name__}: {error}")
+            self.http.listening.close()  # refused at once, rather than left waiting
 
     async def answer(self, request: Request, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         path = request.path
         if path.startswith("/incoming/"):
-            allow(request, "PUT")
+            require_method(request, "PUT")
             name = name_in(path, "/incoming/")
             writer.write(await self.upload(name, request, reader, writer))
             return
-        allow(request, "GET")
+        require_method(request, "GET")
         if path.startswith("/files/"):
             writer.write(await self.one_file(name_in(path, "/files/")))
         elif path == "/":
@@ -4110,8 +4143,34 @@ class WatchServer:
 
     async def upload(self, name: str, request: Request, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> bytes:
-        """Take the body as incoming/name, written under a hidden name and renamed once whole,
-        so that the watcher never sees half of it; return the 201 response."""
+        """Take the body as incoming/name, under a hidden name until it is whole and on the
+        disk, so that the watcher never sees half of it; return the 201 response."""
+        length = self.check_upload(name, request)
+        if request.headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it to send
+        folder = self.session.folders.incoming
+        temporary = os.path.join(folder, f".{name}.{os.urandom(6).hex()}{UPLOAD_SUFFIX}")
+        self.uploading.add(name)
+        try:
+            await receive_body(reader, temporary, length)
+            self.check_name_free(name)  # again: a file of that name may have come another way
+            await asyncio.to_thread(publish, temporary, os.path.join(folder, name))
+        except FileExistsError:
+            raise HttpError(409, f"{name} is already in incoming/") from None
+        except (ConnectionError, TimeoutError):
+            raise  # the client has gone, or is too slow: the finally below removes its part
+        except OSError as error:
+            raise HttpError(500, f"cannot keep {name}: {error.strerror or error}") from None
+        finally:
+            self.uploading.discard(name)
+            with suppress(OSError):
+                os.remove(temporary)
+        location = f"/files/{quote_name(name)}"
+        return json_response({"name": name, "bytes": length, "result": location}, 201,
+                             (f"Location: {location}",))
+
+    def check_upload(self, name: str, request: Request) -> int:
+        """Return the length of the upload; raise HttpError if it is not to be taken."""
         self.check_token(request)
         if problem := upload_name_problem(name):
             raise HttpError(400, f"cannot upload {name!r}: {problem}")
@@ -4121,38 +4180,7 @@ class WatchServer:
         if name in self.uploading:
             raise HttpError(409, f"{name} is being uploaded already")
         self.check_name_free(name)
-        if request.headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it before a large body
-        folder = self.session.folders.incoming
-        temporary = os.path.join(folder, f".{name}.{os.urandom(6).hex()}{UPLOAD_SUFFIX}")
-        self.uploading.add(name)
-        try:
-            # Silent for SERVE_TIMEOUT_S, or too slow on the whole, a client is dropped: one that
-            # sends a byte now and then would keep its connection, and its file, for ever.
-            with open(temporary, "xb") as file:
-                async with asyncio.timeout(SERVE_TIMEOUT_S + length / SERVE_MIN_UPLOAD_RATE):
-                    left = length
-                    while left:
-                        async with asyncio.timeout(SERVE_TIMEOUT_S):
-                            data = await reader.read(min(left, READ_BYTES))
-                        if not data:
-                            raise ConnectionResetError("the upload ended before its length")
-                        file.write(data)
-                        left -= len(data)
-            await asyncio.to_thread(force_to_disk, temporary)  # the 201 promises it is kept
-            self.check_name_free(name)  # again: a client may have dropped the name meanwhile
-            os.rename(temporary, os.path.join(folder, name))
-        except (ConnectionError, TimeoutError):
-            raise  # the client has gone, or is too slow: the finally below removes its part
-        except OSError as error:
-            raise HttpError(500, f"cannot keep {name}: {error.strerror or error}") from None
-        finally:
-            self.uploading.discard(name)
-            with suppress(FileNotFoundError):
-                os.remove(temporary)
-        location = f"/files/{quote_name(name)}"
-        return json_response({"name": name, "bytes": length, "result": location}, 201,
-                             (f"Location: {location}",))
+        return length
 
     def check_token(self, request: Request) -> None:
         """Raise HttpError unless uploads are on and the request has their token."""
@@ -4181,6 +4209,46 @@ def quote_name(name: str) -> str:
     return quote(name, safe="")
 
 
+def content_length(request: Request) -> int:
+    """Return the request's Content-Length; raise HttpError 411 or 400 if it has none."""
+    text = request.headers.get("content-length")
+    if text is None or "transfer-encoding" in request.headers:
+        raise HttpError(411, "an upload needs a Content-Length, and no Transfer-Encoding "
+                             "(curl -T FILE sends one; curl -T - does not)")
+    if not text.isascii() or not text.isdigit():
+        raise HttpError(400, f"Content-Length is not a number of bytes: {text!r}")
+    return int(text)
+
+
+async def receive_body(reader: asyncio.StreamReader, path: str, length: int) -> None:
+    """Write the request's body, `length` bytes, to a new file at path; raise TimeoutError for
+    a client silent for SERVE_TIMEOUT_S or too slow on the whole, ConnectionResetError for one
+    that goes first."""
+    # Too slow on the whole: a client that sends a byte now and then would keep its connection,
+    # and its file, for ever. The writes stay on the loop: each goes to the system's cache in
+    # microseconds; the wait for the disk is publish's, in a thread.
+    with open(path, "xb") as file:
+        async with asyncio.timeout(SERVE_TIMEOUT_S + length / SERVE_MIN_UPLOAD_RATE):
+            left = length
+            while left:
+                async with asyncio.timeout(SERVE_TIMEOUT_S):
+                    data = await reader.read(min(left, READ_BYTES))
+                if not data:
+                    raise ConnectionResetError("the upload ended before its length")
+                file.write(data)
+                left -= len(data)
+
+
+def publish(temporary: str, path: str) -> None:
+    """Give a whole upload its own name, once it is on the disk, and the name too; raise
+    FileExistsError if the name is taken."""
+    force_to_disk(temporary)  # a 201 promises the file is kept
+    # A link, then the temporary name removed, rather than a rename, which would replace a file
+    # of that name dropped in meanwhile.
+    os.link(temporary, path)
+    force_to_disk(os.path.dirname(path))  # the folder holds the name
+
+
 def force_to_disk(path: str) -> None:
     """Return once the file's bytes are on the disk."""
     descriptor = os.open(path, os.O_RDONLY)
@@ -4191,11 +4259,12 @@ def force_to_disk(path: str) -> None:
 
 
 def remove_unfinished_uploads(folder: str) -> None:
-    """Remove the temporary files of uploads that a stopped run left half written."""
+    """Remove the temporary files of uploads that a stopped run left half written; one that
+    cannot be removed stays, for it is hidden from the watcher."""
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith(".") and entry.name.endswith(UPLOAD_SUFFIX):
-                with suppress(FileNotFoundError):
+                with suppress(OSError):
                     os.remove(entry.path)
 
 
@@ -4823,7 +4892,7 @@ def recover_and_report(folders: WatchFolders) -> None:
                           "it (its file is one of those moved back)")
 
 
-def each(*hooks: Callable[..., None]) -> Callable[..., None]:
+def call_each(*hooks: Callable[..., None]) -> Callable[..., None]:
     """Return a hook that passes what it hears to each of hooks in turn."""
     def hear(*details: object) -> None:
         for hook in hooks:
@@ -4867,21 +4936,25 @@ def run_watch(args: argparse.Namespace, settings: Settings, folders: WatchFolder
             db = start_database(args.db, settings, [])
             status_line.print(f"Watching {folders.incoming} for *.csv and *.csv.gz files, up "
                               f"to {settings.max_concurrent} at a time (Ctrl-C to stop)")
-            on_result, on_retry = save_and_log(db, events), events.add_retry
-            plugged_in: dict[str, Any] = {}
+            on_claim: ClaimHook = ignore
+            on_result: ResultHook = save_and_log(db, events)
+            on_retry: RetryHook = events.add_retry
+            alongside: list[View] = []
             if listening is not None:
-                shown = asdict(settings) | {"poll": poll, "settle": settle,
-                                            "workers": args.workers}
-                server = start_serving(listening, session, shown,
+                settings_shown = asdict(settings) | {"poll": poll, "settle": settle,
+                                                     "workers": args.workers}
+                server = start_serving(listening, session, settings_shown,
                                        args.max_upload or DEFAULT_MAX_UPLOAD)
-                plugged_in = {"on_claim": server.claimed, "alongside": [server.run]}
-                on_result, on_retry = each(on_result, server.finished), each(on_retry,
-                                                                             server.retrying)
+                on_claim = server.claimed
+                on_result = call_each(on_result, server.finished)
+                on_retry = call_each(on_retry, server.retrying)
+                alongside = [server.run]
             run_on_screen(lambda screen: watch_folder(
                 session, settings, poll=poll, settle=settle, read_file=read_file,
-                on_result=on_result, on_retry=on_retry, **plugged_in,
+                on_claim=on_claim, on_result=on_result, on_retry=on_retry,
                 view=None if screen is None else functools.partial(show_watch_dashboard, screen,
-                                                                   session, events)),
+                                                                   session, events),
+                alongside=alongside),
                 dashboard=dashboard, stop=stop)
     except KeyboardInterrupt:
         code = EXIT_SIGNALLED + (stop.received or signal.SIGINT)

@@ -108,7 +108,7 @@ def test_lines_come_from_the_end_whatever_the_block_size(tmp_path, monkeypatch):
     lines = [f"line {number} " + "x" * (number % 13) for number in range(40)]
     path.write_text("\n".join(lines) + "\n")
     for block in (1, 7, 64, 65536):
-        monkeypatch.setattr(processor, "READ_BYTES", block)
+        monkeypatch.setattr(processor, "HISTORY_BLOCK", block)
         assert [line.decode() for line in processor.lines_from_end(str(path))] == lines[::-1]
 
 
@@ -125,7 +125,7 @@ def result_line(filename: str, status: str = "completed") -> str:
 
 
 def test_history_is_newest_first_filtered_and_paged(tmp_path, monkeypatch):
-    monkeypatch.setattr(processor, "READ_BYTES", 50)
+    monkeypatch.setattr(processor, "HISTORY_BLOCK", 50)
     path = tmp_path / "results.jsonl"
     statuses = ["completed", "error", "completed", "completed", "error"]
     path.write_text("".join(result_line(f"/w/done/f{number}.csv", status)
@@ -171,7 +171,7 @@ def test_history_stops_reading_once_it_has_enough(tmp_path, monkeypatch):
     found = processor.history(str(path), limit=3)
 
     assert [result["filename"] for result in found] == ["f9999.csv", "f9998.csv", "f9997.csv"]
-    assert sum(reads) <= processor.READ_BYTES < path.stat().st_size
+    assert sum(reads) <= processor.HISTORY_BLOCK < path.stat().st_size
 
 
 def test_the_page_escapes_every_name_it_shows():
