@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -640,14 +641,14 @@ async def test_a_stream_client_that_stops_reading_is_dropped(tmp_path, monkeypat
             raw.connect(("127.0.0.1", served.port))
             raw.sendall(b"GET /events HTTP/1.1\r\n\r\n")
             await wait_until(lambda: served.server.http.streams)
-            for sent in range(1, 2001):  # 10 MB at most, never read
-                served.server.http.send("progress", {"padding": "x" * 5000, "number": sent})
+            for sent in range(1, 2001):  # 100 MB at most, never read
+                served.server.http.send("progress", {"padding": "x" * 50_000, "number": sent})
                 await asyncio.sleep(0)
                 if not served.server.http.streams:
                     break
             # Dropped well before the end: held back are only the socket buffers (the system's,
             # a few MB on loopback) and a backlog of 5 events.
-            assert sent < 1000
+            assert sent < 400
             await wait_until(lambda: not served.server.http.handlers)
             raw.setblocking(False)
             with pytest.raises((BlockingIOError, ConnectionResetError)):
@@ -975,3 +976,100 @@ async def test_an_upload_needs_one_plain_length_and_a_bearer_token(tmp_path, hea
     async with serving(tmp_path / "inbox", token=TOKEN) as served:
         answered, _, _ = await put(served.port, "a.csv", b"hello", token=None, **headers)
         assert answered == status
+
+
+# --- What a review found ---
+
+@pytest.mark.asyncio
+async def test_a_server_that_fails_says_so_closes_its_port_and_the_watcher_goes_on(
+        tmp_path, monkeypatch, capsys):
+    def broken(folder):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(processor, "remove_unfinished_uploads", broken)
+    said = ""
+
+    def stopped() -> bool:
+        nonlocal said
+        said += capsys.readouterr().err
+        return "has stopped" in said
+
+    async with serving(tmp_path / "inbox") as served:
+        await wait_until(stopped)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", served.port), timeout=5)
+        served.drop("good.csv", GOOD)
+        await wait_until(lambda: served.session.done == 1)
+    assert "processor.py: the server has stopped: unexpected RuntimeError: a bug\n" in said
+
+
+@pytest.mark.asyncio
+async def test_a_bug_in_a_server_hook_is_one_line_and_the_watcher_goes_on(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(processor, "brief_result", lambda result: 1 / 0)
+    async with serving(tmp_path / "inbox") as served:
+        served.drop("good.csv", GOOD)
+        served.drop("other.csv", OTHER)
+        await wait_until(lambda: served.session.done == 2)
+    err = capsys.readouterr().err
+    assert err.count("processor.py: unexpected ZeroDivisionError in the server's finished hook: "
+                     "division by zero\n") == 2
+    assert "Traceback" not in err
+
+
+@pytest.mark.asyncio
+async def test_uploads_left_half_written_by_a_run_that_stopped_are_removed_at_start(tmp_path):
+    incoming = tmp_path / "inbox" / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / ".a.csv.0123456789ab.upload").write_text("half")
+    (incoming / ".kept.csv").write_text("someone else's hidden upload")
+    async with serving(tmp_path / "inbox") as served:
+        await wait_until(lambda: served.server.batch is not None)
+        await get(served.port, "/healthz")
+        assert os.listdir(incoming) == [".kept.csv"]
+
+
+@pytest.mark.asyncio
+async def test_a_name_being_uploaded_gets_409_and_a_413_is_sent_before_100_continue(tmp_path):
+    async with serving(tmp_path / "inbox", token=TOKEN, max_upload=100) as served:
+        head = (f"PUT /incoming/a.csv HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Content-Length: 50\r\n").encode()
+        with socket.create_connection(("127.0.0.1", served.port)) as first:
+            first.sendall(head + b"\r\n" + b"x" * 10)  # 40 bytes still to come
+            await wait_until(lambda: served.server.uploading)
+            status, _, body = await put(served.port, "a.csv", b"y" * 50)
+            assert (status, json.loads(body)["error"]) == (409, "a.csv is being uploaded already")
+
+        def too_large() -> bytes:
+            return raw_exchange(served.port, f"PUT /incoming/b.csv HTTP/1.1\r\nAuthorization: "
+                                             f"Bearer {TOKEN}\r\nContent-Length: 101\r\n"
+                                             "Expect: 100-continue\r\n\r\n".encode())
+        response = await asyncio.to_thread(too_large)
+        assert response.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")  # no 100 first
+
+
+def test_the_command_line_plugs_in_the_limit_the_settings_and_the_database(tmp_path):
+    root = tmp_path / "inbox"
+    watcher, port = start_serving(root, "--delay", "0", "--max-upload", "1KiB", "--workers", "1",
+                                  "--db", str(tmp_path / "results.db"),
+                                  env={processor.SERVE_TOKEN_VARIABLE: TOKEN})
+    try:
+        too_large = fetch(port, "PUT", "/incoming/big.csv", b"x" * 1025,
+                          {"Authorization": f"Bearer {TOKEN}"})
+        settings = json.loads(fetch(port, "GET", "/stats")[2])["settings"]
+        assert fetch(port, "PUT", "/incoming/client.csv", GOOD.encode(),
+                     {"Authorization": f"Bearer {TOKEN}"})[0] == 201
+        deadline = time.monotonic() + 10
+        while b'"completed"' not in fetch(port, "GET", "/files/client.csv")[2]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        watcher.communicate(timeout=30)
+
+    assert too_large[0] == 413
+    assert settings == {"max_concurrent": 3, "delay": 0.0, "retries": 0, "retry_delay": 0.5,
+                        "poll": 0.05, "settle": 0.0, "workers": 1, "uploads": True,
+                        "max_upload": 1024}
+    with closing(sqlite3.connect(tmp_path / "results.db")) as db:
+        assert db.execute("SELECT COUNT(*) FROM file_results").fetchone() == (1,)
