@@ -3756,11 +3756,11 @@ SERVE_MIN_UPLOAD_RATE = 16384  # bytes a second; an upload slower than this on t
 def upload_name_problem(name: str) -> str | None:
     """Return why a name cannot be uploaded to (None if it can): it must be a plain file name
     that the watcher takes."""
+    import unicodedata
     if "/" in name or "\\" in name:
         return "a file name, not a path"
     if name.startswith("."):
         return "a name that starts with a dot is hidden, or a way out of the folder"
-    import unicodedata
     # Control and format characters (a line break, a right-to-left override) would let a name
     # pass for another in the logs.
     if any(unicodedata.category(character) in ("Cc", "Cf", "Zl", "Zp") for character in name):
