@@ -206,8 +206,8 @@ def bytecode_kept(folder: Path) -> dict[str, str]:
     """
     environment = {name: value for name, value in os.environ.items()
                    if name != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPYCACHEPREFIX": str(folder)}
-    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPOSITORY)!r}); "
-                    "import processor"], env=environment, check=True)
+    compile_it = f"import sys; sys.path.insert(0, {str(REPOSITORY)!r}); import processor"
+    subprocess.run([sys.executable, "-c", compile_it], env=environment, check=True)
     return environment
 
 
@@ -258,30 +258,43 @@ class Probe(NamedTuple):
     most_files_open: int
 
 
-async def run_with_probe(filenames: list[str], folder: Path,
-                         read_file: processor.FileReader | None = None,
-                         ) -> tuple[processor.BatchResult, Probe]:
-    """Run process_batch at full speed while a task wakes every 5 ms to see how late it is."""
-    worst, most_open = 0.0, 0
+class StallProbe:
+    """A task, started when made, that wakes every 5 ms until stopped, and keeps how late it
+    woke at worst and, given a folder, the most files open under it at a wake."""
 
-    async def probe() -> None:
-        nonlocal worst, most_open
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self.worst_stall_s = 0.0
+        self.most_files_open = 0
+        self.task = asyncio.create_task(self.wake())
+
+    async def wake(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             asked = loop.time()
             await asyncio.sleep(0.005)
-            worst = max(worst, loop.time() - asked - 0.005)
-            most_open = max(most_open, open_files_under(folder))
+            self.worst_stall_s = max(self.worst_stall_s, loop.time() - asked - 0.005)
+            if self.folder is not None:
+                self.most_files_open = max(self.most_files_open, open_files_under(self.folder))
 
-    prober = asyncio.create_task(probe())
+    async def stop(self) -> Probe:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        return Probe(self.worst_stall_s, self.most_files_open)
+
+
+async def run_with_probe(filenames: list[str], folder: Path,
+                         read_file: processor.FileReader | None = None,
+                         ) -> tuple[processor.BatchResult, Probe]:
+    """Run process_batch at full speed while a task wakes every 5 ms to see how late it is."""
+    probe = StallProbe(folder)
     try:
         # The monitor's progress lines are not this script's output.
         with contextlib.redirect_stderr(io.StringIO()):
             batch = await processor.process_batch(filenames, delay=0, read_file=read_file)
     finally:
-        prober.cancel()
-        await asyncio.gather(prober, return_exceptions=True)
-    return batch, Probe(worst, most_open)
+        stalls = await probe.stop()
+    return batch, stalls
 
 
 def measure_responsiveness(paths: list[Path], folder: Path) -> list[Figure]:
@@ -532,23 +545,13 @@ async def watch_with_probe(root: Path, rows: int, clients: int) -> tuple[float, 
         session, settings, poll=0.01, settle=0, on_claim=server.claimed,
         on_result=server.finished, on_retry=server.retrying, alongside=[server.run],
         view=lambda batch: asyncio.Event().wait()))  # no status line: this prints a table
-    worst = 0.0
-
-    async def probe() -> None:
-        nonlocal worst
-        loop = asyncio.get_running_loop()
-        while True:
-            asked = loop.time()
-            await asyncio.sleep(0.005)
-            worst = max(worst, loop.time() - asked - 0.005)
-
     try:
         for number in range(6):
             write_rows(root / f"file_{number}.csv", rows, seed=number)
             (root / f"file_{number}.csv").rename(root / "incoming" / f"file_{number}.csv")
         while not session.processing:
             await asyncio.sleep(0.01)
-        prober = asyncio.create_task(probe())
+        probe = StallProbe()
         if clients:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", CLIENTS_SCRIPT, str(listening.getsockname()[1]),
@@ -558,7 +561,7 @@ async def watch_with_probe(root: Path, rows: int, clients: int) -> tuple[float, 
             await asyncio.sleep(1.0)
             line = ""
         busy = bool(session.processing)
-        prober.cancel()
+        worst = (await probe.stop()).worst_stall_s
         assert busy, "the files were read before the clients were done: make them longer"
     finally:
         watcher.cancel()

@@ -1,6 +1,8 @@
+import importlib.util
 import io
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -91,3 +93,14 @@ def change_mid_read(monkeypatch) -> Callable[[Callable[[], None]], None]:
 
         monkeypatch.setattr(processor.ChunkReader, "fold_chunk", folding_then_changing)
     return arrange
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """Return benchmarks/bench.py as a module, for a test that makes its measurement."""
+    # benchmarks/ is not a package, so bench.py is loaded from its path.
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+    spec = importlib.util.spec_from_file_location("bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
